@@ -1,0 +1,169 @@
+"""The store interface shared by both backends, with its Prometheus instrumentation.
+
+Backends implement four primitives (``_command``, ``_query_arrow``, ``_insert_arrow``,
+``_close``); this class adds metrics, error translation and the polars conveniences,
+so both backends count and time their work the same way.
+
+SQL values never come from string building: pass them as ClickHouse query parameters
+(``{name:Type}`` placeholders, see
+https://clickhouse.com/docs/en/interfaces/cli#cli-queries-with-parameters), which both
+chdb and clickhouse-connect bind server-side.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+from prometheus_client import Counter, Histogram
+
+from meshloop.errors import StoreError
+
+if TYPE_CHECKING:
+    from meshloop.config import Settings
+
+STORE_QUERIES = Counter(
+    "meshloop_store_queries_total",
+    "Statements sent to the store, by backend and kind (command, query, insert).",
+    ["backend", "kind"],
+)
+STORE_ERRORS = Counter(
+    "meshloop_store_errors_total",
+    "Statements the store answered with an error, by backend and kind.",
+    ["backend", "kind"],
+)
+STORE_LATENCY = Histogram(
+    "meshloop_store_duration_seconds",
+    "Time to run one statement against the store, by backend and kind.",
+    ["backend", "kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STORE_INSERTED_ROWS = Counter(
+    "meshloop_store_inserted_rows_total",
+    "Rows inserted into the store, by backend and table.",
+    ["backend", "table"],
+)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEDUP_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+Params = Mapping[str, Any] | None
+
+
+def check_identifier(name: str, what: str = "identifier") -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``.
+
+    Database, table and cluster names come from configuration, not the wire, but they
+    are still checked before they are placed in DDL.
+    """
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"{what} {name!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    return name
+
+
+class Store(ABC):
+    """A ClickHouse database reached through one backend.
+
+    All methods are synchronous and safe to call from several threads; async code calls
+    them through ``asyncio.to_thread``. ``database`` is the database meshloop's tables
+    live in; statements may still name other databases explicitly.
+    """
+
+    backend: str = "abstract"
+
+    def __init__(self, database: str) -> None:
+        self.database = check_identifier(database, "database")
+
+    # -- primitives each backend implements -------------------------------------------
+    @abstractmethod
+    def _command(self, sql: str, params: Params) -> None: ...
+
+    @abstractmethod
+    def _query_arrow(self, sql: str, params: Params) -> pa.Table: ...
+
+    @abstractmethod
+    def _insert_arrow(
+        self, table: str, data: pa.Table, settings: Mapping[str, Any]
+    ) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    # -- public API ---------------------------------------------------------------------
+    def command(self, sql: str, params: Params = None) -> None:
+        """Run a statement that returns no rows (DDL, ``INSERT ... SELECT``, ``SET``)."""
+        self._timed("command", self._command, sql, params)
+
+    def query_arrow(self, sql: str, params: Params = None) -> pa.Table:
+        """Run a query and return its result as an Arrow table."""
+        return self._timed("query", self._query_arrow, sql, params)
+
+    def query_df(self, sql: str, params: Params = None) -> pl.DataFrame:
+        """Run a query and return its result as a polars DataFrame."""
+        result = pl.from_arrow(self.query_arrow(sql, params))
+        assert isinstance(result, pl.DataFrame)
+        return result
+
+    def query_rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        """Run a small query and return its rows as tuples (for metadata, not data)."""
+        return self.query_df(sql, params).rows()
+
+    def insert_df(
+        self, table: str, df: pl.DataFrame | pa.Table, *, dedup_token: str | None = None
+    ) -> int:
+        """Insert a DataFrame (or Arrow table) into ``table``; return the row count.
+
+        Columns are matched by name. ``dedup_token`` makes the insert idempotent:
+        ClickHouse drops a block whose token it has seen within the table's
+        deduplication window (``insert_deduplication_token``), so replaying a batch
+        never duplicates rows.
+        """
+        data = df.to_arrow() if isinstance(df, pl.DataFrame) else df
+        if data.num_rows == 0:
+            return 0
+        settings: dict[str, Any] = {}
+        if dedup_token is not None:
+            if not _DEDUP_TOKEN.match(dedup_token):
+                raise ValueError(f"dedup token {dedup_token!r} must match {_DEDUP_TOKEN.pattern}")
+            settings["insert_deduplication_token"] = dedup_token
+        self._timed("insert", self._insert_arrow, self.qualified(table), data, settings)
+        STORE_INSERTED_ROWS.labels(self.backend, table).inc(data.num_rows)
+        return data.num_rows
+
+    def qualified(self, table: str) -> str:
+        """``database.table`` for a bare table name; a dotted name is kept."""
+        if "." in table:
+            db, name = table.split(".", 1)
+            return f"{check_identifier(db, 'database')}.{check_identifier(name, 'table')}"
+        return f"{self.database}.{check_identifier(table, 'table')}"
+
+    def close(self) -> None:
+        """Flush and release the backend; further calls fail."""
+        self._close()
+
+    def _timed(self, kind: str, fn: Any, *args: Any) -> Any:
+        STORE_QUERIES.labels(self.backend, kind).inc()
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        except StoreError:
+            STORE_ERRORS.labels(self.backend, kind).inc()
+            raise
+        finally:
+            STORE_LATENCY.labels(self.backend, kind).observe(time.perf_counter() - start)
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the backend the settings choose: a server URL, else the embedded chdb."""
+    if settings.clickhouse_url:
+        from meshloop.store.server import ServerStore
+
+        return ServerStore(settings.clickhouse_url, database=settings.database)
+    from meshloop.store.embedded import EmbeddedStore
+
+    return EmbeddedStore(settings.data_dir / "clickhouse", database=settings.database)

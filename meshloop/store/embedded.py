@@ -1,0 +1,151 @@
+"""The embedded backend: ClickHouse as a library (chdb), persistent under the data dir.
+
+chdb allows one database path per process and its connection is not meant for
+concurrent use, so one :class:`EmbeddedStore` owns the path and serializes statements
+with a lock; queries are still parallel inside ClickHouse. The same object serves the
+ClickHouse HTTP interface (:mod:`meshloop.api.clickhouse_http`) through
+:meth:`EmbeddedStore.execute` and :meth:`EmbeddedStore.insert_raw`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from meshloop.errors import StoreError
+from meshloop.store.base import Params, Store
+
+_CODE = re.compile(r"Code: (\d+)\.")
+_open_path: Path | None = None
+_open_lock = threading.Lock()
+
+
+def translate_chdb_error(exc: Exception) -> StoreError:
+    """Turn a chdb exception into a :class:`StoreError` carrying ClickHouse's code."""
+    message = str(exc).strip()
+    match = _CODE.search(message)
+    return StoreError(message, int(match.group(1)) if match else None)
+
+
+class EmbeddedStore(Store):
+    """ClickHouse in process through chdb, data under ``path``."""
+
+    backend = "chdb"
+
+    def __init__(self, path: Path, database: str = "meshloop") -> None:
+        super().__init__(database)
+        global _open_path
+        from chdb import session as chdb_session
+
+        self.path = Path(path)
+        with _open_lock:
+            if _open_path is not None and _open_path != self.path:
+                raise StoreError(
+                    f"chdb already opened {_open_path} in this process; "
+                    f"one process can own one embedded store (asked for {self.path})"
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self._session = chdb_session.Session(str(self.path))
+            except Exception as exc:  # chdb raises plain RuntimeError subclasses
+                raise translate_chdb_error(exc) from exc
+            _open_path = self.path
+        self._lock = threading.Lock()
+        self._closed = False
+        self._run(f"CREATE DATABASE IF NOT EXISTS {self.database}", "TabSeparated", None)
+
+    # -- raw access, used by the HTTP interface ---------------------------------------
+    def execute(self, sql: str, fmt: str = "TabSeparated", params: Params = None) -> bytes:
+        """Run one statement and return its result serialized in ``fmt``.
+
+        A ``FORMAT`` clause inside ``sql`` wins over ``fmt``, as in ClickHouse.
+        """
+        return self._timed("query", self._run, sql, fmt, params)
+
+    def insert_raw(self, insert_sql: str, fmt: str, data: bytes) -> int:
+        """Stream ``data`` (already in ``fmt``) into ``INSERT INTO t [(cols)]``.
+
+        Returns the number of rows written.
+        """
+        return self._timed("insert", self._insert_stream, insert_sql, fmt, data)
+
+    # -- primitives -------------------------------------------------------------------
+    def _run(self, sql: str, fmt: str, params: Params) -> bytes:
+        with self._lock:
+            self._check_open()
+            try:
+                result = self._session.query(sql, fmt, params=dict(params) if params else None)
+            except Exception as exc:
+                raise translate_chdb_error(exc) from exc
+        return result.bytes() if result is not None else b""
+
+    def _insert_stream(self, insert_sql: str, fmt: str, data: bytes) -> int:
+        with self._lock:
+            self._check_open()
+            try:
+                with self._session.send_insert(insert_sql, fmt) as inserter:
+                    inserter.append(data)
+                    written = inserter.finish()
+            except Exception as exc:
+                raise translate_chdb_error(exc) from exc
+        return int(getattr(written, "rows_written", 0) or 0)
+
+    def _command(self, sql: str, params: Params) -> None:
+        self._run(sql, "TabSeparated", params)
+
+    def _query_arrow(self, sql: str, params: Params) -> pa.Table:
+        with self._lock:
+            self._check_open()
+            try:
+                return self._session.query(
+                    sql, "ArrowTable", params=dict(params) if params else None
+                )
+            except Exception as exc:
+                raise translate_chdb_error(exc) from exc
+
+    def _insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        setting_sql = ""
+        if settings:
+            setting_sql = " SETTINGS " + ", ".join(
+                f"{key} = {_setting_literal(value)}" for key, value in settings.items()
+            )
+        # chdb's Python() table function reads the local variable ``arrow_batch``
+        # (https://clickhouse.com/docs/chdb/guides/query-remote-clickhouse#python).
+        arrow_batch = data  # noqa: F841 - read by name inside ClickHouse
+        sql = (
+            f"INSERT INTO {table} ({columns}){setting_sql} "
+            f"SELECT {columns} FROM Python(arrow_batch)"
+        )
+        with self._lock:
+            self._check_open()
+            try:
+                self._session.query(sql, "TabSeparated")
+            except Exception as exc:
+                raise translate_chdb_error(exc) from exc
+
+    def _close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._session.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the embedded store is closed")
+
+
+def _setting_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]*", text):
+        raise ValueError(f"setting value {text!r} has characters outside [A-Za-z0-9_.:-]")
+    return f"'{text}'"
