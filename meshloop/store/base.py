@@ -87,9 +87,7 @@ class Store(ABC):
     def _query_arrow(self, sql: str, params: Params) -> pa.Table: ...
 
     @abstractmethod
-    def _insert_arrow(
-        self, table: str, data: pa.Table, settings: Mapping[str, Any]
-    ) -> None: ...
+    def _insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None: ...
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -113,9 +111,7 @@ class Store(ABC):
         """Run a small query and return its rows as tuples (for metadata, not data)."""
         return self.query_df(sql, params).rows()
 
-    def insert_df(
-        self, table: str, df: pl.DataFrame | pa.Table, *, dedup_token: str | None = None
-    ) -> int:
+    def insert_df(self, table: str, df: pl.DataFrame | pa.Table, *, dedup_token: str | None = None) -> int:
         """Insert a DataFrame (or Arrow table) into ``table``; return the row count.
 
         Columns are matched by name. ``dedup_token`` makes the insert idempotent:
@@ -123,7 +119,7 @@ class Store(ABC):
         deduplication window (``insert_deduplication_token``), so replaying a batch
         never duplicates rows.
         """
-        data = df.to_arrow() if isinstance(df, pl.DataFrame) else df
+        data = as_clickhouse_arrow(df.to_arrow() if isinstance(df, pl.DataFrame) else df)
         if data.num_rows == 0:
             return 0
         settings: dict[str, Any] = {}
@@ -156,6 +152,35 @@ class Store(ABC):
             raise
         finally:
             STORE_LATENCY.labels(self.backend, kind).observe(time.perf_counter() - start)
+
+
+def _is_key_value_list(kind: pa.DataType) -> bool:
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return False
+    item = kind.value_type
+    return pa.types.is_struct(item) and [f.name for f in item] == ["key", "value"]
+
+
+def _to_map(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    item = column.type.value_type
+    list_type = pa.list_(item)
+    chunks = []
+    for chunk in column.chunks:
+        lists = chunk.cast(list_type)
+        entries = lists.values
+        chunks.append(
+            pa.MapArray.from_arrays(lists.offsets, entries.field("key"), entries.field("value"))
+        )
+    return pa.chunked_array(chunks, pa.map_(item.field("key").type, item.field("value").type))
+
+
+def as_clickhouse_arrow(table: pa.Table) -> pa.Table:
+    """Arrow as ClickHouse expects it: polars has no map type, so a column of
+    ``List(Struct{key, value})`` is turned into an Arrow ``map`` (ClickHouse ``Map``)."""
+    for index, field_ in enumerate(table.schema):
+        if _is_key_value_list(field_.type):
+            table = table.set_column(index, field_.name, _to_map(table.column(index)))
+    return table
 
 
 def open_store(settings: Settings) -> Store:

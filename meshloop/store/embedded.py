@@ -74,6 +74,21 @@ class EmbeddedStore(Store):
         """
         return self._timed("insert", self._insert_stream, insert_sql, fmt, data)
 
+    def open_connection(self) -> Any:
+        """A new chdb connection to this store's path; the caller closes it.
+
+        Its current database and settings (``USE``, ``SET``) are its own and never reach
+        this store's session or other connections, and its statements run in parallel
+        with theirs. The ClickHouse HTTP interface opens one per request to isolate them.
+        """
+        import chdb
+
+        self._check_open()
+        try:
+            return chdb.connect(str(self.path))
+        except Exception as exc:
+            raise translate_chdb_error(exc) from exc
+
     # -- primitives -------------------------------------------------------------------
     def _run(self, sql: str, fmt: str, params: Params) -> bytes:
         with self._lock:
@@ -102,9 +117,7 @@ class EmbeddedStore(Store):
         with self._lock:
             self._check_open()
             try:
-                return self._session.query(
-                    sql, "ArrowTable", params=dict(params) if params else None
-                )
+                return self._session.query(sql, "ArrowTable", params=dict(params) if params else None)
             except Exception as exc:
                 raise translate_chdb_error(exc) from exc
 
@@ -118,10 +131,7 @@ class EmbeddedStore(Store):
         # chdb's Python() table function reads the local variable ``arrow_batch``
         # (https://clickhouse.com/docs/chdb/guides/query-remote-clickhouse#python).
         arrow_batch = data  # noqa: F841 - read by name inside ClickHouse
-        sql = (
-            f"INSERT INTO {table} ({columns}){setting_sql} "
-            f"SELECT {columns} FROM Python(arrow_batch)"
-        )
+        sql = f"INSERT INTO {table} ({columns}){setting_sql} SELECT {columns} FROM Python(arrow_batch)"
         with self._lock:
             self._check_open()
             try:

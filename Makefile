@@ -1,0 +1,54 @@
+# meshloop — two commands do all the set-up on a fresh machine:
+#   make up     create the environment if missing, install, run meshloop (embedded store)
+#   make test   create the environment if missing, install, run the whole test suite
+# Dependencies are pinned in uv.lock; uv itself is installed into .tools/ by pip.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+STAMP := $(VENV)/.synced-$(UV_VERSION)
+
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
+
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: up test bench lint env clean help
+
+help:
+	@echo "make up      run meshloop on the embedded store (ARGS='--http-port 0 ...')"
+	@echo "make test    run the whole test suite (PYTEST_ARGS='-k store ...')"
+	@echo "make bench   run the benchmarks, each beside its baseline"
+	@echo "make lint    ruff + mypy"
+	@echo "make clean   remove the environment (.venv, .tools)"
+
+$(UV):
+	@echo "installing uv $(UV_VERSION) into $(TOOLS)/"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) uv==$(UV_VERSION)
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	@echo "syncing $(VENV) with uv.lock"
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+env: $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/meshloop up $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check meshloop tests
+	$(VENV)/bin/mypy meshloop
+
+clean:
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,44 @@
+"""A tiny benchmark harness: best-of-N timing and a ratio table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    """One figure and the baseline it is read against."""
+
+    name: str
+    value: float
+    unit: str
+    baseline_name: str
+    baseline_value: float
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline_value if self.baseline_value else float("nan")
+
+
+def best_rate(work: Callable[[], int], repeat: int = 3) -> float:
+    """Run ``work`` (returns items done) ``repeat`` times; the best items per second."""
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        done = work()
+        best = max(best, done / (time.perf_counter() - start))
+    return best
+
+
+def print_table(results: list[Result]) -> None:
+    """Print each figure beside its baseline and their ratio."""
+    width = max(len(r.name) for r in results)
+    bwidth = max(len(r.baseline_name) for r in results)
+    print(f"{'benchmark':<{width}}  {'value':>14}  {'baseline':<{bwidth}}  {'baseline value':>14}  ratio")
+    for r in results:
+        print(
+            f"{r.name:<{width}}  {r.value:>14,.0f}  {r.baseline_name:<{bwidth}}  "
+            f"{r.baseline_value:>14,.0f}  {r.ratio:5.2f}  ({r.unit})"
+        )

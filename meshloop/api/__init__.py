@@ -1,0 +1,1 @@
+"""HTTP surfaces: the meshloop API and the ClickHouse HTTP interface of the embedded store."""

@@ -1,0 +1,106 @@
+"""meshloop's HTTP API: health, readiness and Prometheus metrics.
+
+- ``GET /healthz`` — 200 while the process runs (liveness).
+- ``GET /readyz`` — 200 once the store is reachable and migrated, else 503 with the
+  reason (readiness; Kubernetes probes and load balancers read it).
+- ``GET /metrics`` — Prometheus text format, or OpenMetrics when the ``Accept`` header
+  asks (process metrics plus meshloop's own), https://prometheus.io/docs/instrumenting/exposition_formats/.
+
+Admin endpoints added by later issues are wrapped in :func:`require_token`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from meshloop.errors import MeshloopError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Readiness:
+    """What /readyz reports: ready or not, and why not."""
+
+    ready: bool = False
+    reason: str = "starting"
+    checks: dict[str, str] = field(default_factory=dict)
+
+    def set(self, ready: bool, reason: str) -> None:
+        self.ready = ready
+        self.reason = reason
+
+
+def require_token(token: str | None, handler: Handler) -> Handler:
+    """Wrap an admin handler: with a token configured, demand ``Authorization: Bearer``."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if token is not None:
+            header = request.headers.get("Authorization", "")
+            given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.json_response(
+                    {"error": "missing or wrong bearer token"},
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await handler(request)
+
+    return guarded
+
+
+def build_api_app(readiness: Readiness) -> web.Application:
+    """The HTTP API application; later issues add routes to it."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        body = {"ready": readiness.ready, "reason": readiness.reason}
+        return web.json_response(body, status=200 if readiness.ready else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        # Content negotiation as Prometheus does it: OpenMetrics when the scraper asks.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start_site(
+    app: web.Application,
+    host: str,
+    port: int,
+    what: str = "HTTP API",
+    flag: str = "--http-port",
+    **runner_options: Any,
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on ``host:port`` (0 = a free port); return the runner and real port.
+
+    A port that cannot be bound is a :class:`MeshloopError` naming the listener and
+    the flag that moves it.
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise MeshloopError(
+            f"cannot listen on {host}:{port} for the {what}: {exc.strerror or exc}; "
+            f"choose another {flag} (0 picks a free port)"
+        ) from None
+    addresses = runner.addresses
+    return runner, int(addresses[0][1]) if addresses else port

@@ -1,0 +1,177 @@
+"""Wires meshloop's components into one asyncio process; start and stop order.
+
+Start: own the data dir → HTTP API (so /healthz and /readyz answer at once) → store
+(open + migrate, retried with backoff while a server is unreachable; /readyz is 503
+meanwhile) → the ClickHouse HTTP interface of the embedded store. Stop, on SIGINT or
+SIGTERM, in reverse, within :data:`STOP_DEADLINE_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from meshloop.api.http import Readiness, build_api_app, start_site
+from meshloop.config import Settings
+from meshloop.datadir import DataDirLock, write_endpoints
+from meshloop.errors import StoreUnavailable
+from meshloop.store import Store, open_store
+
+log = logging.getLogger("meshloop")
+
+STOP_DEADLINE_S = 5.0
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+def announce(message: str) -> None:
+    """Tell the operator something (stdout, flushed: tests and wrappers read it)."""
+    print(message, flush=True)
+
+
+@dataclass
+class Runtime:
+    """The running process: what started, in order, so it can stop in reverse."""
+
+    settings: Settings
+    readiness: Readiness = field(default_factory=Readiness)
+    store: Store | None = None
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    _runners: list[web.AppRunner] = field(default_factory=list)
+    _lock: DataDirLock | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        """Start every component; raises on a fatal start-up error (e.g. port in use)."""
+        settings = self.settings
+        self._lock = DataDirLock(settings.data_dir)
+        self._lock.acquire()
+        runner, port = await start_site(build_api_app(self.readiness), settings.bind, port=settings.http_port)
+        self._runners.append(runner)
+        base = f"http://{_host(settings.bind)}:{port}"
+        self.endpoints["http_api"] = base
+        announce(f"meshloop: HTTP API      {base}  (/healthz /readyz /metrics)")
+        self.store = await self._open_store_with_retries()
+        if self.store is None:
+            return  # stopped while waiting for the store
+        await self._start_clickhouse_http()
+        write_endpoints(settings.data_dir, self.endpoints)
+        announce(f"meshloop: ready (data dir {settings.data_dir.resolve()})")
+
+    async def _open_store_with_retries(self) -> Store | None:
+        from meshloop.store.migrations import migrate
+
+        settings = self.settings
+        delay = BACKOFF_INITIAL_S
+        where = _store_description(settings)
+        while not self._stopping.is_set():
+            self.readiness.set(False, f"opening store ({where})")
+            try:
+                store = await asyncio.to_thread(open_store, settings)
+                try:
+                    report = await asyncio.to_thread(
+                        migrate,
+                        store,
+                        cluster=settings.clickhouse_cluster,
+                        ttl_days=settings.retention_days,
+                        progress=lambda line: log.info("%s", line),
+                    )
+                except BaseException:
+                    await asyncio.to_thread(store.close)
+                    raise
+            except StoreUnavailable as exc:
+                self.readiness.set(False, f"store unreachable: {exc}")
+                log.warning("cannot reach ClickHouse at %s (%s); retrying in %.1fs", where, exc, delay)
+                if await self._wait_stop(delay):
+                    return None
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            applied = ", ".join(str(v) for v in report.applied) or "none"
+            announce(f"meshloop: store         {where}  (schema v{report.version}; applied: {applied})")
+            self.readiness.set(True, "ok")
+            return store
+        return None
+
+    async def _start_clickhouse_http(self) -> None:
+        from meshloop.store.embedded import EmbeddedStore
+
+        if not isinstance(self.store, EmbeddedStore):
+            return
+        from meshloop.api.clickhouse_http import auth_from_settings, start_clickhouse_http
+
+        settings = self.settings
+        runner, port = await start_clickhouse_http(
+            self.store, auth_from_settings(settings), settings.bind, settings.clickhouse_http_port
+        )
+        self._runners.append(runner)
+        url = f"http://{_host(settings.bind)}:{port}"
+        self.endpoints["clickhouse_http"] = url
+        announce(f"meshloop: ClickHouse    {url}  (HTTP interface: /ping, ?query=)")
+
+    async def _wait_stop(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def request_stop(self) -> None:
+        """Ask the process to stop (signal handlers call this)."""
+        self._stopping.set()
+
+    async def wait(self) -> None:
+        """Block until a stop is requested."""
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Stop listeners, flush and close the store, release the data dir; runs once."""
+        self.readiness.set(False, "stopping")
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _host(bind: str) -> str:
+    return f"[{bind}]" if ":" in bind else bind
+
+
+def _store_description(settings: Settings) -> str:
+    if settings.clickhouse_url:
+        parts = urlsplit(settings.clickhouse_url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 8123}"
+    return f"chdb {settings.data_dir.resolve() / 'clickhouse'}"
+
+
+async def run(settings: Settings, on_ready: Callable[[Runtime], None] | None = None) -> int:
+    """Run meshloop until SIGINT/SIGTERM; return the process exit code."""
+    runtime = Runtime(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runtime.request_stop)
+    try:
+        await runtime.start()
+        if on_ready is not None:
+            on_ready(runtime)
+        await runtime.wait()
+        announce("meshloop: stopping")
+    finally:
+        try:
+            await asyncio.wait_for(runtime.stop(), STOP_DEADLINE_S)
+        except TimeoutError:
+            print("meshloop: stop took longer than 5 s; exiting anyway", file=sys.stderr)
+    announce("meshloop: stopped")
+    return 0

@@ -1,0 +1,528 @@
+"""meshloop's ClickHouse DDL: pure functions from (database, cluster, TTL) to SQL text.
+
+Three families of tables:
+
+- ``access_logs`` — our typed, wide table for Envoy access-log entries
+  (``envoy.data.accesslog.v3`` ``HTTPAccessLogEntry`` / ``TCPAccessLogEntry``,
+  https://www.envoyproxy.io/docs/envoy/latest/api-v3/data/accesslog/v3/accesslog.proto).
+- The OpenTelemetry Collector ClickHouse exporter's tables (``otel_logs``, ``otel_traces``,
+  ``otel_traces_trace_id_ts`` + ``otel_traces_trace_id_ts_mv``, ``otel_metrics_*``), with the
+  exporter's column names, types, codecs, skip indexes, partitioning and sort keys, so that
+  Grafana's ClickHouse data source (OTel mode) reads them unchanged.
+- ``schema_migrations`` — see :mod:`meshloop.store.migrations`.
+
+Where the OTel shapes come from: ``exporter/clickhouseexporter/internal/sqltemplates`` of
+open-telemetry/opentelemetry-collector-contrib, the Go ``text/template`` generation
+(v0.151+; ``embed.go`` @ 243924c1e90c, ``traces_table.sql`` @ 2bf6b9e1f8c8,
+``traces_id_ts_lookup_table.sql`` @ 1b08503058e5, ``logs_table.sql`` of the same
+generation: no ``TimestampTime``, ``EventName`` column, ``__otel_materialized_*`` columns,
+``ORDER BY (toStartOfFiveMinutes(Timestamp), ServiceName, Timestamp)``), and for metrics
+``metrics_sum_table.sql`` @ 0d21cdd34de6 / ``metrics_exp_histogram_table.sql`` @ 469a40cec1e7
+(``DateTime`` times, ``LowCardinality`` metric name, hour-bucketed sort key). Written here
+from those, not copied. Choices the exporter makes at run time:
+
+- the default Map-typed attribute columns, not the opt-in JSON variant;
+- the ``bloom_filter``/``tokenbf_v1`` index branch (``HasFullTextSearch = false``), not the
+  ``text(...)`` index branch the exporter renders only for servers with full-text indexes,
+  so the same DDL runs on older cluster servers too;
+- the trace-id lookup table's ``{{.Engine}}`` is rendered as ``AggregatingMergeTree``, the
+  engine its ``SimpleAggregateFunction(min|max, DateTime)`` columns are made for.
+
+One deliberate difference: every table meshloop inserts into gets a deduplication window
+(``non_replicated_deduplication_window`` single node, ``replicated_deduplication_window``
+cluster) so a replayed batch with the same ``insert_deduplication_token`` is dropped.
+Settings don't change what readers see.
+
+Cluster mode (``cluster`` given): every statement gets ``ON CLUSTER <cluster>``; each table is
+created as ``<name>_local`` with the ``Replicated*`` variant of its engine
+(``/clickhouse/tables/{shard}/<database>/<name>_local``, ``{replica}``; the macros stay
+literal for the servers to expand), plus a ``Distributed`` table under the public name.
+The materialized view reads from and writes to the local tables, so each shard aggregates
+its own spans; traces and their lookup rows are both sharded by ``cityHash64(TraceId)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshloop.store.base import check_identifier
+
+ACCESS_LOGS = "access_logs"
+OTEL_LOGS = "otel_logs"
+OTEL_TRACES = "otel_traces"
+OTEL_TRACES_TRACE_ID_TS = "otel_traces_trace_id_ts"
+OTEL_TRACES_TRACE_ID_TS_MV = "otel_traces_trace_id_ts_mv"
+OTEL_METRICS_GAUGE = "otel_metrics_gauge"
+OTEL_METRICS_SUM = "otel_metrics_sum"
+OTEL_METRICS_HISTOGRAM = "otel_metrics_histogram"
+OTEL_METRICS_EXP_HISTOGRAM = "otel_metrics_exponential_histogram"
+OTEL_METRICS_SUMMARY = "otel_metrics_summary"
+SCHEMA_MIGRATIONS = "schema_migrations"
+LOCAL_SUFFIX = "_local"
+
+_DEDUP_WINDOW = 10000
+
+# --- access_logs ------------------------------------------------------------------------
+# (name, type, codec). Times are nanoseconds. The time_to_* fields are Nullable because
+# "never happened" (no upstream, reset before the first byte) differs from 0 ns.
+_NS = "Nullable(UInt64)"
+_LC = "LowCardinality(String)"
+_INT = "T64, ZSTD(1)"
+ACCESS_LOG_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("Timestamp", "DateTime64(9)", "Delta(8), ZSTD(1)"),  # common_properties.start_time
+    ("LogKind", _LC, "ZSTD(1)"),  # 'http' | 'tcp' (which entry message)
+    ("AccessLogType", _LC, "ZSTD(1)"),  # AccessLogType enum name, e.g. DownstreamEnd
+    ("ReporterNodeId", _LC, "ZSTD(1)"),
+    ("ReporterCluster", _LC, "ZSTD(1)"),
+    ("ReporterWorkload", _LC, "ZSTD(1)"),
+    ("ReporterNamespace", _LC, "ZSTD(1)"),
+    ("ReporterVersion", _LC, "ZSTD(1)"),
+    ("LogName", _LC, "ZSTD(1)"),
+    ("Duration", "UInt64", _INT),
+    ("TimeToLastRxByte", _NS, "ZSTD(1)"),
+    ("TimeToFirstUpstreamTxByte", _NS, "ZSTD(1)"),
+    ("TimeToLastUpstreamTxByte", _NS, "ZSTD(1)"),
+    ("TimeToFirstUpstreamRxByte", _NS, "ZSTD(1)"),
+    ("TimeToLastUpstreamRxByte", _NS, "ZSTD(1)"),
+    ("TimeToFirstDownstreamTxByte", _NS, "ZSTD(1)"),
+    ("TimeToLastDownstreamTxByte", _NS, "ZSTD(1)"),
+    ("ResponseCode", "UInt16", _INT),
+    ("ResponseFlags", "Array(LowCardinality(String))", "ZSTD(1)"),  # UF, UO, NR, URX, ...
+    ("ResponseFlagsMask", "UInt64", _INT),
+    ("ResponseCodeDetails", _LC, "ZSTD(1)"),
+    ("ConnectionTerminationDetails", _LC, "ZSTD(1)"),
+    ("Method", _LC, "ZSTD(1)"),
+    ("Scheme", _LC, "ZSTD(1)"),
+    ("Authority", _LC, "ZSTD(1)"),
+    ("Path", "String", "ZSTD(1)"),
+    ("UserAgent", _LC, "ZSTD(1)"),
+    ("RequestId", "String", "ZSTD(1)"),
+    ("TraceId", "String", "ZSTD(1)"),
+    ("SpanId", "String", "ZSTD(1)"),
+    ("Referer", "String", "ZSTD(1)"),
+    ("ForwardedFor", "String", "ZSTD(1)"),
+    ("RequestHeadersBytes", "UInt64", _INT),
+    ("RequestBodyBytes", "UInt64", _INT),
+    ("ResponseHeadersBytes", "UInt64", _INT),
+    ("ResponseBodyBytes", "UInt64", _INT),
+    ("TcpReceivedBytes", "UInt64", _INT),  # TCPAccessLogEntry.connection_properties
+    ("TcpSentBytes", "UInt64", _INT),
+    ("Protocol", _LC, "ZSTD(1)"),  # HTTP10 | HTTP11 | HTTP2 | HTTP3 | '' for TCP
+    ("UpstreamCluster", _LC, "ZSTD(1)"),
+    ("UpstreamHost", _LC, "ZSTD(1)"),
+    ("UpstreamLocalAddress", "String", "ZSTD(1)"),
+    ("UpstreamTransportFailureReason", _LC, "ZSTD(1)"),
+    ("RouteName", _LC, "ZSTD(1)"),
+    ("DownstreamRemoteAddress", "String", "ZSTD(1)"),
+    ("DownstreamLocalAddress", _LC, "ZSTD(1)"),
+    ("SourcePrincipal", _LC, "ZSTD(1)"),  # peer SPIFFE id
+    ("SourceWorkload", _LC, "ZSTD(1)"),
+    ("SourceNamespace", _LC, "ZSTD(1)"),
+    ("DestinationService", _LC, "ZSTD(1)"),
+    ("DestinationSubset", _LC, "ZSTD(1)"),
+    ("DestinationPort", "UInt16", _INT),
+    ("UpstreamRequestAttemptCount", "UInt32", _INT),
+    ("TlsVersion", _LC, "ZSTD(1)"),
+    ("TlsCipherSuite", _LC, "ZSTD(1)"),
+    ("TlsSni", _LC, "ZSTD(1)"),
+    ("BatchId", "String", "ZSTD(1)"),  # the collector batch, for idempotent replay
+)
+
+_ACCESS_LOG_INDEXES = (
+    "INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1",
+    "INDEX idx_request_id RequestId TYPE bloom_filter(0.01) GRANULARITY 1",
+    "INDEX idx_response_code ResponseCode TYPE set(100) GRANULARITY 1",
+    "INDEX idx_upstream_cluster UpstreamCluster TYPE set(100) GRANULARITY 1",
+    "INDEX idx_duration Duration TYPE minmax GRANULARITY 1",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where DDL goes: a database, optionally a cluster, and the retention in days."""
+
+    database: str
+    cluster: str | None = None
+    ttl_days: int = 30
+
+    def __post_init__(self) -> None:
+        check_identifier(self.database, "database")
+        if self.cluster is not None:
+            check_identifier(self.cluster, "cluster")
+        if isinstance(self.ttl_days, bool) or not isinstance(self.ttl_days, int):
+            raise ValueError(f"ttl_days must be an int, got {self.ttl_days!r}")
+        if self.ttl_days < 0:
+            raise ValueError(f"ttl_days must be >= 0 (0 = keep forever), got {self.ttl_days}")
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+    def stored_name(self, table: str) -> str:
+        """The table that holds rows: ``<table>_local`` in cluster mode, else ``table``."""
+        return table + LOCAL_SUFFIX if self.cluster else table
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    body: str  # column and index definitions, one per line
+    order_by: str
+    partition_by: str
+    ttl_time: str | None  # a DateTime expression; None = the table has no TTL
+    sharding_key: str
+    primary_key: str | None = None
+    engine: str = "MergeTree"
+    dedup: bool = True
+
+
+def _engine(table: _Table, target: Target) -> str:
+    if not target.cluster:
+        return f"{table.engine}()"
+    path = "/clickhouse/tables/{shard}/" + f"{target.database}/{target.stored_name(table.name)}"
+    return f"Replicated{table.engine}('{path}', '{{replica}}')"
+
+
+def _settings(table: _Table, target: Target) -> str:
+    settings = ["index_granularity = 8192", "ttl_only_drop_parts = 1"]
+    if table.dedup:
+        window = "replicated" if target.cluster else "non_replicated"
+        settings.append(f"{window}_deduplication_window = {_DEDUP_WINDOW}")
+    return ", ".join(settings)
+
+
+def _render(table: _Table, target: Target) -> list[str]:
+    """CREATE statements for one table: one single node, local + Distributed on a cluster."""
+    db = target.database
+    stored = target.stored_name(table.name)
+    clauses = [f"PARTITION BY {table.partition_by}"]
+    if table.primary_key:
+        clauses.append(f"PRIMARY KEY {table.primary_key}")
+    clauses.append(f"ORDER BY {table.order_by}")
+    if table.ttl_time and target.ttl_days > 0:
+        clauses.append(f"TTL {table.ttl_time} + toIntervalDay({target.ttl_days})")
+    clauses.append(f"SETTINGS {_settings(table, target)}")
+    create = (
+        f"CREATE TABLE IF NOT EXISTS {db}.{stored}{target.on_cluster}\n(\n{table.body}\n)\n"
+        f"ENGINE = {_engine(table, target)}\n" + "\n".join(clauses)
+    )
+    if not target.cluster:
+        return [create]
+    distributed = (
+        f"CREATE TABLE IF NOT EXISTS {db}.{table.name}{target.on_cluster}\n"
+        f"AS {db}.{stored}\n"
+        f"ENGINE = Distributed('{target.cluster}', '{db}', '{stored}', {table.sharding_key})"
+    )
+    return [create, distributed]
+
+
+def _lines(items: list[str] | tuple[str, ...]) -> str:
+    return ",\n".join(f"    {item}" for item in items)
+
+
+def create_database_sql(database: str, cluster: str | None = None) -> str:
+    """``CREATE DATABASE IF NOT EXISTS`` for ``database`` (on every node of ``cluster``)."""
+    target = Target(database, cluster)
+    return f"CREATE DATABASE IF NOT EXISTS {database}{target.on_cluster}"
+
+
+def access_logs_ddl(database: str, cluster: str | None = None, ttl_days: int = 30) -> list[str]:
+    """DDL of ``access_logs``, one row per Envoy HTTP or TCP access-log entry.
+
+    Sort key ``(DestinationService, toStartOfMinute(Timestamp), Timestamp)``: the readers
+    (canary analysis, circuit breaking, dashboards) ask "service X over the last N
+    minutes", so one service's rows for a time range are contiguous; the minute bucket
+    keeps the primary index small and lets a per-minute GROUP BY read in key order.
+    Sharded by ``cityHash64(RequestId, Timestamp)``: even (a hot service doesn't land on
+    one shard), and deterministic, so a replayed batch splits into the same per-shard
+    blocks and its deduplication token still matches.
+    """
+    target = Target(database, cluster, ttl_days)
+    columns = [f"{name} {type_} CODEC({codec})" for name, type_, codec in ACCESS_LOG_COLUMNS]
+    table = _Table(
+        name=ACCESS_LOGS,
+        body=_lines(columns + list(_ACCESS_LOG_INDEXES)),
+        partition_by="toDate(Timestamp)",
+        primary_key="(DestinationService, toStartOfMinute(Timestamp))",
+        order_by="(DestinationService, toStartOfMinute(Timestamp), Timestamp)",
+        ttl_time="toDateTime(Timestamp)",
+        sharding_key="cityHash64(RequestId, Timestamp)",
+    )
+    return _render(table, target)
+
+
+# --- OpenTelemetry exporter tables -----------------------------------------------------
+_MAP = "Map(LowCardinality(String), String)"
+
+
+def _map_indexes(*columns: tuple[str, str]) -> list[str]:
+    """The exporter's key/value bloom filters on Map columns (``idx_<prefix>_key|value``)."""
+    out = []
+    for prefix, column in columns:
+        out.append(f"INDEX idx_{prefix}_key mapKeys({column}) TYPE bloom_filter(0.01) GRANULARITY 1")
+        out.append(
+            f"INDEX idx_{prefix}_value mapValues({column}) TYPE bloom_filter(0.01) GRANULARITY 1"
+        )
+    return out
+
+
+_K8S_MATERIALIZED = (
+    "k8s.cluster.name",
+    "k8s.container.name",
+    "k8s.deployment.name",
+    "k8s.namespace.name",
+    "k8s.node.name",
+    "k8s.pod.name",
+    "k8s.pod.uid",
+    "deployment.environment.name",
+)
+
+_OTEL_LOGS_COLUMNS = (
+    ("Timestamp", "DateTime64(9)", "Event timestamp with nanosecond precision", "Delta(8), ZSTD(1)"),
+    ("TraceId", "String", "W3C trace identifier", "ZSTD(1)"),
+    ("SpanId", "String", "W3C span identifier", "ZSTD(1)"),
+    ("TraceFlags", "UInt8", "W3C trace flags", None),
+    ("SeverityText", _LC, "Log severity as text", "ZSTD(1)"),
+    ("SeverityNumber", "UInt8", "Log severity as number (1-24)", None),
+    ("ServiceName", _LC, "Service that emitted the log", "ZSTD(1)"),
+    ("Body", "String", "Log message body", "ZSTD(1)"),
+    ("ResourceSchemaUrl", _LC, "Schema URL for the resource", "ZSTD(1)"),
+    ("ResourceAttributes", _MAP, "Resource attributes as key-value pairs", "ZSTD(1)"),
+    ("ScopeSchemaUrl", _LC, "Schema URL for the instrumentation scope", "ZSTD(1)"),
+    ("ScopeName", "String", "Instrumentation scope name", "ZSTD(1)"),
+    ("ScopeVersion", _LC, "Instrumentation scope version", "ZSTD(1)"),
+    ("ScopeAttributes", _MAP, "Instrumentation scope attributes", "ZSTD(1)"),
+    ("LogAttributes", _MAP, "Log record attributes", "ZSTD(1)"),
+    ("EventName", "String", "Event name for log records representing events", "ZSTD(1)"),
+)
+
+
+def otel_logs_ddl(database: str, cluster: str | None = None, ttl_days: int = 30) -> list[str]:
+    """DDL of the exporter's ``otel_logs`` (Map attributes, bloom-filter index branch)."""
+    target = Target(database, cluster, ttl_days)
+    lines = []
+    for name, type_, comment, codec in _OTEL_LOGS_COLUMNS:
+        codec_sql = f" CODEC({codec})" if codec else ""
+        lines.append(f"`{name}` {type_} COMMENT '{comment}'{codec_sql}")
+    for key in _K8S_MATERIALIZED:
+        lines.append(
+            f"`__otel_materialized_{key}` {_LC} MATERIALIZED ResourceAttributes['{key}'] "
+            "CODEC(ZSTD(1))"
+        )
+    lines.append("INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1")
+    lines += _map_indexes(
+        ("res_attr", "ResourceAttributes"), ("scope_attr", "ScopeAttributes"),
+        ("log_attr", "LogAttributes"),
+    )
+    lines.append("INDEX idx_lower_body lower(Body) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8")
+    table = _Table(
+        name=OTEL_LOGS,
+        body=_lines(lines),
+        partition_by="toDate(Timestamp)",
+        order_by="(toStartOfFiveMinutes(Timestamp), ServiceName, Timestamp)",
+        ttl_time="toDateTime(Timestamp)",
+        sharding_key="cityHash64(ServiceName, Timestamp)",
+    )
+    return _render(table, target)
+
+
+def _attribute_items(column: str) -> str:
+    return (
+        f"{column.removesuffix('Attributes')}AttributeItems Array(String) ALIAS "
+        f"arrayMap(kv -> concat(kv.1, '=', kv.2), CAST({column}, 'Array(Tuple(String, String))'))"
+    )
+
+
+_OTEL_TRACES_COLUMNS = (
+    "Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1))",
+    "TraceId String CODEC(ZSTD(1))",
+    "SpanId String CODEC(ZSTD(1))",
+    "ParentSpanId String CODEC(ZSTD(1))",
+    "TraceState String CODEC(ZSTD(1))",
+    f"SpanName {_LC} CODEC(ZSTD(1))",
+    f"SpanKind {_LC} CODEC(ZSTD(1))",
+    f"ServiceName {_LC} CODEC(ZSTD(1))",
+    f"ResourceAttributes {_MAP} CODEC(ZSTD(1))",
+    "ScopeName String CODEC(ZSTD(1))",
+    "ScopeVersion String CODEC(ZSTD(1))",
+    f"SpanAttributes {_MAP} CODEC(ZSTD(1))",
+    "Duration UInt64 CODEC(T64, ZSTD(1))",
+    f"StatusCode {_LC} CODEC(ZSTD(1))",
+    "StatusMessage String CODEC(ZSTD(1))",
+    f"Events Nested(Timestamp DateTime64(9), Name {_LC}, Attributes {_MAP}) CODEC(ZSTD(1))",
+    "Links Nested(TraceId String, SpanId String, TraceState String, "
+    f"Attributes {_MAP}) CODEC(ZSTD(1))",
+)
+
+
+def otel_traces_ddl(database: str, cluster: str | None = None, ttl_days: int = 30) -> list[str]:
+    """DDL of ``otel_traces``, its trace-id lookup table and the view that fills it.
+
+    Grafana's trace view first reads ``min(Start)``/``max(End)`` for a trace id from
+    ``otel_traces_trace_id_ts``, then scans ``otel_traces`` only in that time range.
+    """
+    target = Target(database, cluster, ttl_days)
+    lines = list(_OTEL_TRACES_COLUMNS)
+    lines += [_attribute_items("ResourceAttributes"), _attribute_items("SpanAttributes")]
+    lines.append("INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1")
+    lines += _map_indexes(("res_attr", "ResourceAttributes"), ("span_attr", "SpanAttributes"))
+    lines.append("INDEX idx_duration Duration TYPE minmax GRANULARITY 1")
+    lines.append(
+        "INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8"
+    )
+    traces = _Table(
+        name=OTEL_TRACES,
+        body=_lines(lines),
+        partition_by="toDate(Timestamp)",
+        primary_key="(ServiceName, SpanName, toDateTime(Timestamp))",
+        order_by="(ServiceName, SpanName, toDateTime(Timestamp), Timestamp)",
+        ttl_time="toDateTime(Timestamp)",
+        sharding_key="cityHash64(TraceId)",
+    )
+    lookup = _Table(
+        name=OTEL_TRACES_TRACE_ID_TS,
+        body=_lines((
+            "TraceId String CODEC(ZSTD(1))",
+            "Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1))",
+            "End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))",
+        )),
+        engine="AggregatingMergeTree",
+        partition_by="toStartOfWeek(Start)",
+        order_by="(TraceId)",
+        ttl_time="toDateTime(Start)",
+        sharding_key="cityHash64(TraceId)",
+        dedup=False,  # filled only by the view
+    )
+    db = target.database
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{OTEL_TRACES_TRACE_ID_TS_MV}"
+        f"{target.on_cluster}\n"
+        f"TO {db}.{target.stored_name(OTEL_TRACES_TRACE_ID_TS)}\n"
+        "AS SELECT\n"
+        "    TraceId,\n"
+        "    toDateTime(min(Timestamp)) AS Start,\n"
+        "    toDateTime(max(Timestamp)) AS End\n"
+        f"FROM {db}.{target.stored_name(OTEL_TRACES)}\n"
+        "WHERE TraceId != ''\n"
+        "GROUP BY TraceId"
+    )
+    return _render(traces, target) + _render(lookup, target) + [view]
+
+
+_METRIC_COMMON_HEAD = (
+    f"ResourceAttributes {_MAP} CODEC(ZSTD(1))",
+    "ResourceSchemaUrl String CODEC(ZSTD(1))",
+    "ScopeName String CODEC(ZSTD(1))",
+    "ScopeVersion String CODEC(ZSTD(1))",
+    f"ScopeAttributes {_MAP} CODEC(ZSTD(1))",
+    "ScopeDroppedAttrCount UInt32 CODEC(ZSTD(1))",
+    "ScopeSchemaUrl String CODEC(ZSTD(1))",
+    f"ServiceName {_LC} CODEC(ZSTD(1))",
+    f"MetricName {_LC} CODEC(ZSTD(1))",
+    "MetricDescription String CODEC(ZSTD(1))",
+    "MetricUnit String CODEC(ZSTD(1))",
+    f"Attributes {_MAP} CODEC(ZSTD(1))",
+    "StartTimeUnix DateTime CODEC(Delta, ZSTD(1))",
+    "TimeUnix DateTime CODEC(Delta, ZSTD(1))",
+)
+_EXEMPLARS = (
+    f"Exemplars Nested(FilteredAttributes {_MAP}, TimeUnix DateTime, Value Float64, "
+    "SpanId String, TraceId String) CODEC(ZSTD(1))"
+)
+_MIN_MAX_TEMPORALITY = (
+    "Flags UInt32 CODEC(ZSTD(1))",
+    "Min Float64 CODEC(ZSTD(1))",
+    "Max Float64 CODEC(ZSTD(1))",
+    "AggregationTemporality Int32 CODEC(ZSTD(1))",
+)
+# The columns after the common head, per metric point type.
+_METRIC_KINDS: dict[str, tuple[str, ...]] = {
+    OTEL_METRICS_GAUGE: (
+        "Value Float64 CODEC(ZSTD(1))",
+        "Flags UInt32 CODEC(ZSTD(1))",
+        _EXEMPLARS,
+    ),
+    OTEL_METRICS_SUM: (
+        "Value Float64 CODEC(ZSTD(1))",
+        "Flags UInt32 CODEC(ZSTD(1))",
+        _EXEMPLARS,
+        "AggregationTemporality Int32 CODEC(ZSTD(1))",
+        "IsMonotonic Boolean CODEC(Delta, ZSTD(1))",
+    ),
+    OTEL_METRICS_HISTOGRAM: (
+        "Count UInt64 CODEC(Delta, ZSTD(1))",
+        "Sum Float64 CODEC(ZSTD(1))",
+        "BucketCounts Array(UInt64) CODEC(ZSTD(1))",
+        "ExplicitBounds Array(Float64) CODEC(ZSTD(1))",
+        _EXEMPLARS,
+        *_MIN_MAX_TEMPORALITY,
+    ),
+    OTEL_METRICS_EXP_HISTOGRAM: (
+        "Count UInt64 CODEC(Delta, ZSTD(1))",
+        "Sum Float64 CODEC(ZSTD(1))",
+        "Scale Int32 CODEC(ZSTD(1))",
+        "ZeroCount UInt64 CODEC(ZSTD(1))",
+        "PositiveOffset Int32 CODEC(ZSTD(1))",
+        "PositiveBucketCounts Array(UInt64) CODEC(ZSTD(1))",
+        "NegativeOffset Int32 CODEC(ZSTD(1))",
+        "NegativeBucketCounts Array(UInt64) CODEC(ZSTD(1))",
+        _EXEMPLARS,
+        *_MIN_MAX_TEMPORALITY,
+    ),
+    OTEL_METRICS_SUMMARY: (
+        "Count UInt64 CODEC(Delta, ZSTD(1))",
+        "Sum Float64 CODEC(ZSTD(1))",
+        "ValueAtQuantiles Nested(Quantile Float64, Value Float64) CODEC(ZSTD(1))",
+        "Flags UInt32 CODEC(ZSTD(1))",
+    ),
+}
+
+
+def otel_metrics_ddl(database: str, cluster: str | None = None, ttl_days: int = 30) -> list[str]:
+    """DDL of the exporter's five ``otel_metrics_*`` tables, one per OTLP point type."""
+    target = Target(database, cluster, ttl_days)
+    statements: list[str] = []
+    for name, tail in _METRIC_KINDS.items():
+        lines = [*_METRIC_COMMON_HEAD, *tail]
+        lines += _map_indexes(
+            ("res_attr", "ResourceAttributes"), ("scope_attr", "ScopeAttributes"),
+            ("attr", "Attributes"),
+        )
+        lines.append("INDEX idx_time_minmax TimeUnix TYPE minmax GRANULARITY 1")
+        table = _Table(
+            name=name,
+            body=_lines(lines),
+            partition_by="toDate(TimeUnix)",
+            order_by=(
+                "(ServiceName, MetricName, toStartOfHour(TimeUnix), cityHash64(Attributes), "
+                "TimeUnix)"
+            ),
+            ttl_time="toDateTime(TimeUnix)",
+            sharding_key="cityHash64(ServiceName, MetricName, Attributes)",
+        )
+        statements += _render(table, target)
+    return statements
+
+
+def schema_migrations_ddl(database: str, cluster: str | None = None) -> list[str]:
+    """DDL of ``schema_migrations``: one row per applied migration, newest row wins.
+
+    In cluster mode it is one replica set spanning every node (no ``{shard}`` in the
+    ZooKeeper path, no Distributed table), so each node reads the full history locally.
+    """
+    target = Target(database, cluster)
+    body = _lines((
+        "version UInt32",
+        "name String",
+        "checksum String",
+        "applied_at DateTime64(3)",
+    ))
+    if cluster:
+        path = f"/clickhouse/tables/all/{database}/{SCHEMA_MIGRATIONS}"
+        engine = f"ReplicatedReplacingMergeTree('{path}', '{{replica}}', applied_at)"
+    else:
+        engine = "ReplacingMergeTree(applied_at)"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {database}.{SCHEMA_MIGRATIONS}{target.on_cluster}\n"
+        f"(\n{body}\n)\nENGINE = {engine}\nORDER BY version"
+    ]
