@@ -23,21 +23,17 @@ import logging
 import socket
 import time
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import lz4.frame
 from aiohttp import web
 from prometheus_client import Counter
 
 from meshloop.api.clickhouse_protocol import (
-    CANNOT_DECOMPRESS,
     QUERY_IS_TOO_LARGE,
     STD_EXCEPTION,
     SYNTAX_ERROR,
-    UNKNOWN_COMPRESSION_METHOD,
     ClickHouseAuth,
     ClickHouseUser,
     ProtocolError,
@@ -56,14 +52,10 @@ from meshloop.api.clickhouse_protocol import (
     statement_kind,
 )
 from meshloop.api.http import start_site
+from meshloop.api.http_compression import ENCODINGS, compress, decoded
 from meshloop.config import Settings
 from meshloop.errors import StoreError
 from meshloop.store.embedded import EmbeddedStore, translate_chdb_error
-
-try:  # Python 3.14+, else the backport clickhouse-connect depends on
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the interpreter
-    from backports import zstd  # type: ignore[import-not-found,no-redef]
 
 __all__ = [
     "ClickHouseAuth",
@@ -90,12 +82,10 @@ HTTP_INSERTED_ROWS = Counter(
     "Rows inserted through the ClickHouse HTTP interface.",
 )
 
-_CHUNK = 1 << 20
 _HEAD = 1 << 20  # an INSERT statement must fit in the first MiB of the query text
 _RESULT_KINDS = frozenset(
     {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK", "VALUES"}
 )
-_ENCODINGS = ("lz4", "zstd", "gzip", "deflate")
 
 
 @dataclass
@@ -256,9 +246,9 @@ async def _response(
         headers["Content-Type"] = "text/plain; charset=UTF-8"
     asked = params.setting("enable_http_compression")
     enabled = state.compress_by_default if asked is None else asked.lower() in ("1", "true")
-    encoding = choose_encoding(request.headers.get("Accept-Encoding", ""), _ENCODINGS)
+    encoding = choose_encoding(request.headers.get("Accept-Encoding", ""), ENCODINGS)
     if enabled and encoding and body:
-        body = await asyncio.to_thread(_compress, body, encoding)
+        body = await asyncio.to_thread(compress, body, encoding)
         headers["Content-Encoding"] = encoding
     return web.Response(body=body, headers=headers)
 
@@ -284,7 +274,7 @@ def _error(state: _State, query_id: str, code: int | None, text: str) -> web.Res
 # -- the worker thread ------------------------------------------------------------------
 def _execute(state: _State, job: _Request) -> _Result:
     """Run one request on a fresh chdb connection (in a worker thread)."""
-    chunks = _decoded(job.body, job.encoding)
+    chunks = decoded(job.body, job.encoding)
     conn = state.store.open_connection()
     try:
         _prepare(conn, job)
@@ -444,64 +434,3 @@ def _after_newline(chunks: Iterator[bytes]) -> Iterator[bytes]:
 def _prefixed(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
     yield first
     yield from rest
-
-
-# -- compression ------------------------------------------------------------------------
-def _decompressor(encoding: str) -> Any:
-    if encoding == "gzip":
-        return zlib.decompressobj(wbits=31)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    if encoding == "lz4":
-        return lz4.frame.LZ4FrameDecompressor()
-    if encoding == "zstd":
-        return zstd.ZstdDecompressor()
-    raise ProtocolError(
-        UNKNOWN_COMPRESSION_METHOD,
-        f"Unknown HTTP compression method '{encoding}' (supported: {', '.join(_ENCODINGS)})",
-    )
-
-
-def _decoded(body: bytes, encoding: str | None) -> Iterator[bytes]:
-    """The request body in chunks, decompressed per ``Content-Encoding`` (concatenated
-    frames/members, as clickhouse-connect's lz4 writer sends, included)."""
-    if encoding in (None, "identity"):
-        view = memoryview(body)
-        return (bytes(view[i : i + _CHUNK]) for i in range(0, len(body), _CHUNK))
-    decoder = _decompressor(encoding)  # raise before the thread starts streaming
-    return _decode_frames(body, encoding, decoder)
-
-
-def _decode_frames(body: bytes, encoding: str, decoder: Any) -> Iterator[bytes]:
-    view = memoryview(body)
-    pending = False  # the current decoder has input but has not reached its end
-    try:
-        for offset in range(0, len(body), _CHUNK):
-            data = bytes(view[offset : offset + _CHUNK])
-            while data:
-                pending = True
-                out = decoder.decompress(data)
-                if out:
-                    yield out
-                if not decoder.eof:
-                    break
-                pending = False
-                data = decoder.unused_data
-                decoder = _decompressor(encoding)
-    except Exception as exc:
-        raise ProtocolError(
-            CANNOT_DECOMPRESS, f"Cannot decompress {encoding} request body: {exc}"
-        ) from None
-    if pending:
-        raise ProtocolError(CANNOT_DECOMPRESS, f"Truncated {encoding} request body")
-
-
-def _compress(body: bytes, encoding: str) -> bytes:
-    if encoding == "lz4":
-        return lz4.frame.compress(body)
-    if encoding == "zstd":
-        return zstd.compress(body)
-    if encoding == "gzip":
-        compressor = zlib.compressobj(wbits=31)
-        return compressor.compress(body) + compressor.flush()
-    return zlib.compress(body)

@@ -192,3 +192,29 @@ def test_database_in_the_url_path_wins(http_interface: BackgroundClickHouseHttp)
     finally:
         store.command(f"DROP DATABASE IF EXISTS {database}")
         store.close()
+
+
+def test_embedded_store_is_safe_to_share_between_threads(embedded_store: EmbeddedStore) -> None:
+    """Writers and readers on several threads at once: every row lands, nothing raises."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = embedded_store.database
+    embedded_store.command(f"CREATE TABLE {db}.shared (worker UInt8, n UInt32) ENGINE = MergeTree ORDER BY n")
+
+    def work(worker: int) -> int:
+        for batch in range(10):
+            frame = pl.DataFrame(
+                {
+                    "worker": pl.Series([worker] * 1000, dtype=pl.UInt8),
+                    "n": pl.Series(range(batch * 1000, (batch + 1) * 1000), dtype=pl.UInt32),
+                }
+            )
+            embedded_store.insert_df("shared", frame)
+            embedded_store.query_rows(f"SELECT count() FROM {db}.shared")
+        return worker
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert sorted(pool.map(work, range(6))) == list(range(6))
+    assert embedded_store.query_rows(
+        f"SELECT worker, count() FROM {db}.shared GROUP BY worker ORDER BY worker"
+    ) == [(worker, 10_000) for worker in range(6)]

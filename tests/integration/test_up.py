@@ -55,6 +55,9 @@ def test_up_serves_health_readiness_metrics_and_ping(tmp_path: Path) -> None:
         assert 'meshloop_store_queries_total{backend="chdb",kind="command"}' in body
         assert "meshloop_store_duration_seconds_bucket" in body
         assert http_get(meshloop.clickhouse + "/ping")[1] == "Ok.\n"
+        assert clickhouse_post(meshloop.clickhouse, "SELECT 1")[0] == 200
+        body = http_get(meshloop.api + "/metrics")[1]
+        assert 'meshloop_clickhouse_http_requests_total{status="200"}' in body
         endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
         assert endpoints["clickhouse_http"] == meshloop.clickhouse
 
