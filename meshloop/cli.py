@@ -36,6 +36,7 @@ examples:
   meshloop up --http-port 0 --clickhouse-http-port 0
   meshloop query "SELECT count() FROM meshloop.access_logs"
   meshloop schema --clickhouse-cluster prod     # the DDL a cluster would receive
+  meshloop bootstrap --admin-port 15000 --workload reviews --version v2 > envoy.json
 """
 
 
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--database", default="meshloop")
     schema.add_argument("--retention-days", dest="retention_days", type=int, default=30)
     schema.set_defaults(handler=cmd_schema)
+
+    from meshloop.xds.bootstrap import add_bootstrap_command
+
+    add_bootstrap_command(sub)
     return parser
 
 
