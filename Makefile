@@ -30,9 +30,16 @@ $(UV):
 	@echo "installing uv $(UV_VERSION) into $(TOOLS)/"
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) uv==$(UV_VERSION)
 
+# xds-protos bundles an old copy of opentelemetry/proto/* that overwrites (or not: the
+# install order decides) opentelemetry-proto's files; reinstall the latter last, so
+# the OTLP protos are always the current ones.
+OTEL_PROTO_VERSION := $(shell awk '/^name = "opentelemetry-proto"$$/ {getline; gsub(/"/, "", $$3); print $$3}' uv.lock)
+
 $(STAMP): uv.lock pyproject.toml | $(UV)
 	@echo "syncing $(VENV) with uv.lock"
 	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps --reinstall-package opentelemetry-proto \
+		opentelemetry-proto==$(OTEL_PROTO_VERSION)
 	@touch $@
 
 env: $(STAMP)

@@ -93,6 +93,18 @@ OPTIONS: tuple[Option, ...] = (
         secret=True,
     ),
     Option("log_level", str, "info", "debug, info, warning or error"),
+    Option(
+        "collector_port",
+        int,
+        4317,
+        "collector gRPC: Envoy ALS, Envoy metrics service, OTLP logs/metrics/traces (0 = pick a free port)",
+    ),
+    Option("max_message_bytes", int, 4 << 20, "largest gRPC message the collector accepts, in bytes"),
+    Option("wal_max_bytes", int, 1 << 30, "disk cap of the write-ahead log; past it intake is refused"),
+    Option("wal_fsync_interval", float, 0.1, "seconds between WAL fsyncs (0 = fsync every append)"),
+    Option("flush_interval", float, 0.5, "seconds the collector gathers telemetry before one insert"),
+    Option("flush_max_bytes", int, 32 << 20, "payload bytes that trigger an insert before flush_interval"),
+    Option("window_lateness", float, 5.0, "seconds an entry may arrive after its 1 s window and still count"),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -114,6 +126,13 @@ class Settings:
     clickhouse_readonly_password: str | None = None
     admin_token: str | None = None
     log_level: str = "info"
+    collector_port: int = 4317
+    max_message_bytes: int = 4 << 20
+    wal_max_bytes: int = 1 << 30
+    wal_fsync_interval: float = 0.1
+    flush_interval: float = 0.5
+    flush_max_bytes: int = 32 << 20
+    window_lateness: float = 5.0
     config_file: Path | None = field(default=None)
 
     @property
@@ -148,6 +167,13 @@ def _coerce(option: Option, raw: Any, source: str) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ConfigError(source, option.name, f"expected an integer, got {raw!r}") from None
+    if option.kind is float:
+        if isinstance(raw, bool):
+            raise ConfigError(source, option.name, f"expected a number, got {raw!r}")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(source, option.name, f"expected a number, got {raw!r}") from None
     if option.kind is Path:
         if not isinstance(raw, str | Path):
             raise ConfigError(source, option.name, f"expected a path, got {raw!r}")
@@ -226,10 +252,17 @@ def load_settings(
 
 def validate(settings: Settings, source: str) -> None:
     """Check ranges and cross-setting rules; raise ConfigError naming the key."""
-    for name in ("http_port", "clickhouse_http_port"):
+    for name in ("http_port", "clickhouse_http_port", "collector_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(source, name, f"port {port} is outside 0-65535")
+    positive = ("max_message_bytes", "wal_max_bytes", "flush_interval", "flush_max_bytes")
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(source, name, "must be greater than 0")
+    for name in ("wal_fsync_interval", "window_lateness"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(source, name, "must be 0 or more")
     if settings.retention_days < 0:
         raise ConfigError(source, "retention_days", "must be 0 (keep forever) or more")
     if settings.log_level not in LOG_LEVELS:

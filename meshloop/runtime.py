@@ -2,8 +2,9 @@
 
 Start: own the data dir → HTTP API (so /healthz and /readyz answer at once) → store
 (open + migrate, retried with backoff while a server is unreachable; /readyz is 503
-meanwhile) → the ClickHouse HTTP interface of the embedded store. Stop, on SIGINT or
-SIGTERM, in reverse, within :data:`STOP_DEADLINE_S`.
+meanwhile) → the ClickHouse HTTP interface of the embedded store → the collector (WAL
+replay, flusher, gRPC). Stop, on SIGINT or SIGTERM: listeners, then the collector
+(stop intake, flush), then the store, within :data:`STOP_DEADLINE_S`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -24,6 +25,9 @@ from meshloop.config import Settings
 from meshloop.datadir import DataDirLock, write_endpoints
 from meshloop.errors import StoreUnavailable
 from meshloop.store import Store, open_store
+
+if TYPE_CHECKING:
+    from meshloop.collector.service import Collector
 
 log = logging.getLogger("meshloop")
 
@@ -44,6 +48,7 @@ class Runtime:
     settings: Settings
     readiness: Readiness = field(default_factory=Readiness)
     store: Store | None = None
+    collector: Collector | None = None
     endpoints: dict[str, Any] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _lock: DataDirLock | None = None
@@ -63,6 +68,7 @@ class Runtime:
         if self.store is None:
             return  # stopped while waiting for the store
         await self._start_clickhouse_http()
+        await self._start_collector()
         write_endpoints(settings.data_dir, self.endpoints)
         announce(f"meshloop: ready (data dir {settings.data_dir.resolve()})")
 
@@ -116,6 +122,18 @@ class Runtime:
         self.endpoints["clickhouse_http"] = url
         announce(f"meshloop: ClickHouse    {url}  (HTTP interface: /ping, ?query=)")
 
+    async def _start_collector(self) -> None:
+        from meshloop.collector.service import Collector
+
+        assert self.store is not None
+        self.collector = Collector(self.settings, self.store)
+        port = await self.collector.start()
+        address = f"{_host(self.settings.bind)}:{port}"
+        self.endpoints["collector"] = address
+        announce(
+            f"meshloop: collector     grpc://{address}  (Envoy ALS, Envoy metrics, OTLP logs/metrics/traces)"
+        )
+
     async def _wait_stop(self, seconds: float) -> bool:
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -137,6 +155,9 @@ class Runtime:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.collector is not None:
+            await self.collector.stop()
+            self.collector = None
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
             self.store = None

@@ -154,32 +154,40 @@ class Store(ABC):
             STORE_LATENCY.labels(self.backend, kind).observe(time.perf_counter() - start)
 
 
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
+
+
 def _is_key_value_list(kind: pa.DataType) -> bool:
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+    if not _is_list(kind):
         return False
     item = kind.value_type
     return pa.types.is_struct(item) and [f.name for f in item] == ["key", "value"]
 
 
-def _to_map(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    item = column.type.value_type
-    list_type = pa.list_(item)
-    chunks = []
-    for chunk in column.chunks:
-        lists = chunk.cast(list_type)
+def _needs_maps(kind: pa.DataType) -> bool:
+    return _is_key_value_list(kind) or (_is_list(kind) and _needs_maps(kind.value_type))
+
+
+def _with_maps(array: pa.Array) -> pa.Array:
+    """``array`` with every list of ``{key, value}`` structs, at any depth, as an Arrow map."""
+    kind = array.type
+    if _is_key_value_list(kind):
+        lists = array.cast(pa.list_(kind.value_type))
         entries = lists.values
-        chunks.append(
-            pa.MapArray.from_arrays(lists.offsets, entries.field("key"), entries.field("value"))
-        )
-    return pa.chunked_array(chunks, pa.map_(item.field("key").type, item.field("value").type))
+        return pa.MapArray.from_arrays(lists.offsets, entries.field("key"), entries.field("value"))
+    lists = array.cast(pa.large_list(kind.value_type))
+    return pa.LargeListArray.from_arrays(lists.offsets, _with_maps(lists.values))
 
 
 def as_clickhouse_arrow(table: pa.Table) -> pa.Table:
-    """Arrow as ClickHouse expects it: polars has no map type, so a column of
-    ``List(Struct{key, value})`` is turned into an Arrow ``map`` (ClickHouse ``Map``)."""
+    """Arrow as ClickHouse expects it: polars has no map type, so a ``List(Struct{key,
+    value})`` column becomes an Arrow ``map`` (ClickHouse ``Map``) — also inside lists,
+    for Nested columns such as ``Events.Attributes`` (``Array(Map(...))``)."""
     for index, field_ in enumerate(table.schema):
-        if _is_key_value_list(field_.type):
-            table = table.set_column(index, field_.name, _to_map(table.column(index)))
+        if _needs_maps(field_.type):
+            column = pa.chunked_array([_with_maps(chunk) for chunk in table.column(index).chunks])
+            table = table.set_column(index, field_.name, column)
     return table
 
 

@@ -62,6 +62,11 @@ def migrations(database: str, cluster: str | None = None, ttl_days: int = 30) ->
             ),
         ),
         Migration(3, "otel metrics", tuple(schema.otel_metrics_ddl(database, cluster, ttl_days))),
+        Migration(
+            4,
+            "access log windows",
+            tuple(schema.access_log_windows_ddl(database, cluster, ttl_days)),
+        ),
     ]
     versions = [m.version for m in found]
     assert versions == sorted(set(versions)), "migration versions must strictly increase"

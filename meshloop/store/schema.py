@@ -1,6 +1,6 @@
 """meshloop's ClickHouse DDL: pure functions from (database, cluster, TTL) to SQL text.
 
-Three families of tables:
+Four families of tables:
 
 - ``access_logs`` — our typed, wide table for Envoy access-log entries
   (``envoy.data.accesslog.v3`` ``HTTPAccessLogEntry`` / ``TCPAccessLogEntry``,
@@ -9,6 +9,9 @@ Three families of tables:
   ``otel_traces_trace_id_ts`` + ``otel_traces_trace_id_ts_mv``, ``otel_metrics_*``), with the
   exporter's column names, types, codecs, skip indexes, partitioning and sort keys, so that
   Grafana's ClickHouse data source (OTel mode) reads them unchanged.
+- ``access_log_windows`` (1 s) and ``access_log_windows_1m`` (its rollup, fed by a view):
+  per-edge counts, bytes and a fixed-bound latency histogram
+  (:func:`access_log_windows_ddl`, :mod:`meshloop.accesslog.windows`).
 - ``schema_migrations`` — see :mod:`meshloop.store.migrations`.
 
 Where the OTel shapes come from: ``exporter/clickhouseexporter/internal/sqltemplates`` of
@@ -526,3 +529,147 @@ def schema_migrations_ddl(database: str, cluster: str | None = None) -> list[str
         f"CREATE TABLE IF NOT EXISTS {database}.{SCHEMA_MIGRATIONS}{target.on_cluster}\n"
         f"(\n{body}\n)\nENGINE = {engine}\nORDER BY version"
     ]
+
+
+# --- access_log_windows -----------------------------------------------------------------
+ACCESS_LOG_WINDOWS = "access_log_windows"
+ACCESS_LOG_WINDOWS_1M = "access_log_windows_1m"
+ACCESS_LOG_WINDOWS_1M_MV = "access_log_windows_1m_mv"
+
+LATENCY_BOUNDS_US: tuple[int, ...] = tuple(round(500 * 2 ** (k / 4)) for k in range(69))
+"""Upper bounds (inclusive, like Prometheus ``le``) of the finite latency buckets, in µs:
+500 µs × 2^(k/4), k = 0..68, rounded to whole µs (0.5 ms … 65.536 s). One more bucket,
+the last, holds everything above 65.536 s (+Inf). Fixed forever: changing them is a
+migration, because stored windows are only mergeable under the same bounds."""
+
+LATENCY_BUCKET_COLUMNS: tuple[str, ...] = tuple(
+    f"B{i:02d}" for i in range(len(LATENCY_BOUNDS_US) + 1)
+)
+"""One UInt64 count column per latency bucket, ``B00`` (≤ 0.5 ms) … ``B69`` (+Inf)."""
+
+# (name, type, codec). The edge: who reported, who called, what was called and how it
+# ended. Workload names are unique only within a namespace (Istio pairs
+# source_workload with source_workload_namespace), so both namespaces are in the key.
+WINDOW_EDGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("ReporterNamespace", _LC, "ZSTD(1)"),
+    ("ReporterWorkload", _LC, "ZSTD(1)"),
+    ("SourceNamespace", _LC, "ZSTD(1)"),
+    ("SourceWorkload", _LC, "ZSTD(1)"),
+    ("DestinationService", _LC, "ZSTD(1)"),
+    ("DestinationSubset", _LC, "ZSTD(1)"),
+    ("UpstreamCluster", _LC, "ZSTD(1)"),
+    ("ResponseClass", "UInt8", "ZSTD(1)"),  # ResponseCode / 100: 0 (none, TCP), 1..5
+    ("HasResponseFlags", "Bool", "ZSTD(1)"),  # any Envoy response flag set
+)
+WINDOW_VALUE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("Requests", "UInt64", _INT),
+    ("Errors5xx", "UInt64", _INT),
+    ("Errors4xx", "UInt64", _INT),
+    ("BytesIn", "UInt64", _INT),  # request headers + body, or TCP bytes received
+    ("BytesOut", "UInt64", _INT),  # response headers + body, or TCP bytes sent
+    ("DurationSumNs", "UInt64", _INT),
+    *((name, "UInt64", _INT) for name in LATENCY_BUCKET_COLUMNS),
+)
+_WINDOW_KEY = ", ".join(
+    ["DestinationService", "Window"] + [n for n, _t, _c in WINDOW_EDGE_COLUMNS
+                                        if n != "DestinationService"]
+)
+
+
+def _window_table(name: str, dedup: bool) -> _Table:
+    columns = [("Window", "DateTime", "Delta(4), ZSTD(1)"), *WINDOW_EDGE_COLUMNS,
+               *WINDOW_VALUE_COLUMNS]
+    lines = [f"{n} {t} CODEC({c})" for n, t, c in columns]
+    lines.append(f"LatencyBuckets Array(UInt64) ALIAS [{', '.join(LATENCY_BUCKET_COLUMNS)}]")
+    return _Table(
+        name=name,
+        body=_lines(lines),
+        engine="SummingMergeTree",
+        partition_by="toDate(Window)",
+        primary_key="(DestinationService, Window)",
+        order_by=f"({_WINDOW_KEY})",
+        ttl_time="Window",
+        sharding_key="cityHash64(DestinationService, SourceWorkload, ReporterWorkload)",
+        dedup=dedup,
+    )
+
+
+def access_log_windows_ddl(
+    database: str, cluster: str | None = None, ttl_days: int = 30
+) -> list[str]:
+    """DDL of the per-edge latency/traffic windows: 1 s, and a 1 min rollup fed by a view.
+
+    ``access_log_windows`` holds one row per (``Window`` second, edge) and partial
+    (:func:`meshloop.accesslog.windows.window_partials`): a ``SummingMergeTree`` whose
+    sort key is the whole edge + window, so partials of the same key from several
+    batches and collectors add up on merge. Merges are eventual: readers always
+    ``sum()`` with ``GROUP BY`` (never rely on one row per key). The histogram is one
+    ``UInt64`` column per bucket (``B00``..``B69``, bounds :data:`LATENCY_BOUNDS_US`),
+    summed like every other count; ``LatencyBuckets`` is an ``ALIAS`` array of them
+    for SQL (``sumForEach(LatencyBuckets)`` merges histograms).
+
+    ``access_log_windows_1m`` has the same columns with ``Window`` = the minute; the
+    view ``access_log_windows_1m_mv`` sums every block inserted into the 1 s table.
+
+    Replays: both tables have a deduplication window. In ClickHouse 26
+    ``deduplicate_blocks_in_dependent_materialized_views`` is on by default, so a
+    block dropped as a duplicate by the 1 s table still flows through the view, and
+    the 1 min table drops it by the token ClickHouse derives for it — without its own
+    window the rollup would double count (tested). Always insert windows with a
+    ``dedup_token`` (the batch id): without one, deduplication falls back to a hash of
+    the block, and two collectors' identical partials would be taken for one.
+
+    p50/p99 per edge over a time range, interpolated inside the buckets
+    (:func:`latency_quantile_sql`)::
+
+        SELECT DestinationService, SourceWorkload, sum(Requests) AS requests,
+               sumForEach(LatencyBuckets) AS h,
+               {latency_quantile_sql(0.5, "h")} AS p50_ms,
+               {latency_quantile_sql(0.99, "h")} AS p99_ms
+        FROM access_log_windows_1m
+        WHERE Window >= {start:DateTime} AND Window < {end:DateTime}
+        GROUP BY DestinationService, SourceWorkload
+    """
+    target = Target(database, cluster, ttl_days)
+    db = target.database
+    value_sums = ",\n".join(f"    sum({n}) AS {n}" for n, _t, _c in WINDOW_VALUE_COLUMNS)
+    edges = ", ".join(n for n, _t, _c in WINDOW_EDGE_COLUMNS)
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{ACCESS_LOG_WINDOWS_1M_MV}"
+        f"{target.on_cluster}\n"
+        f"TO {db}.{target.stored_name(ACCESS_LOG_WINDOWS_1M)}\n"
+        "AS SELECT\n"
+        "    toStartOfMinute(Window) AS Window,\n"
+        f"    {edges},\n"
+        f"{value_sums}\n"
+        f"FROM {db}.{target.stored_name(ACCESS_LOG_WINDOWS)}\n"
+        f"GROUP BY Window, {edges}"
+    )
+    return (
+        _render(_window_table(ACCESS_LOG_WINDOWS, dedup=True), target)
+        + _render(_window_table(ACCESS_LOG_WINDOWS_1M, dedup=True), target)
+        + [view]
+    )
+
+
+def latency_quantile_sql(q: float, counts: str = "sumForEach(LatencyBuckets)") -> str:
+    """A ClickHouse expression: the ``q`` quantile in ms of the histogram ``counts``.
+
+    ``counts`` is an ``Array(UInt64)`` of bucket counts (usually an alias of
+    ``sumForEach(LatencyBuckets)``). Same rule as Prometheus' ``histogram_quantile``
+    and :func:`meshloop.accesslog.windows.quantile_from_buckets`: rank ``q × total``,
+    the first non-empty bucket whose cumulative count reaches it, linear interpolation
+    between its bounds; the +Inf bucket answers its lower bound (65536 ms); an empty
+    histogram answers ``nan``.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be within [0, 1], got {q!r}")
+    bounds_ms = [b / 1000 for b in LATENCY_BOUNDS_US]
+    lows = "[" + ", ".join(repr(b) for b in [0.0, *bounds_ms]) + "]"
+    highs = "[" + ", ".join(repr(b) for b in [*bounds_ms, bounds_ms[-1]]) + "]"
+    return (
+        f"arrayMap((c, r) -> arrayMap(i -> if(i = 0, nan, {lows}[i] + ({highs}[i] - {lows}[i])"
+        f" * (r - (c[i] - {counts}[i])) / {counts}[i]),"
+        f" [arrayFirstIndex((x, y) -> y > 0 AND x >= r, c, {counts})])[1],"
+        f" [arrayCumSum({counts})], [{q!r} * arraySum({counts})])[1]"
+    )

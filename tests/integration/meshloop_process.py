@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-_ENDPOINT = re.compile(r"^meshloop: (HTTP API|ClickHouse)\s+(http://\S+)")
+_ENDPOINT = re.compile(r"^meshloop: (HTTP API|ClickHouse|collector)\s+((?:http|grpc)://\S+)")
 
 
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -47,7 +47,7 @@ class MeshloopProcess:
         self.args = [
             sys.executable, "-m", "meshloop", "up",
             "--data-dir", str(data_dir), "--http-port", "0", "--clickhouse-http-port", "0",
-            *extra,
+            "--collector-port", "0", *extra,
         ]  # fmt: skip
         self.env = {**os.environ, **(env or {})}
         self.stdout: list[str] = []
@@ -56,6 +56,7 @@ class MeshloopProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> MeshloopProcess:
+        self.stdout, self.stderr, self.endpoints = [], [], {}
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
         )
@@ -89,6 +90,24 @@ class MeshloopProcess:
     @property
     def clickhouse(self) -> str:
         return self.endpoints["ClickHouse"]
+
+    @property
+    def collector_port(self) -> int:
+        return int(self.endpoints["collector"].rsplit(":", 1)[1])
+
+    def query(self, sql: str) -> str:
+        """Run ``sql`` through the ClickHouse HTTP interface; return the TSV body."""
+        request = urllib.request.Request(self.clickhouse + "/", data=sql.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode()
+
+    def metric(self, name_and_labels: str) -> float:
+        """The value of one sample on /metrics (0 when absent)."""
+        body = http_get(self.api + "/metrics")[1]
+        for line in body.splitlines():
+            if line.startswith(name_and_labels + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> float:
         """Send ``sig``; return seconds until the process exited."""

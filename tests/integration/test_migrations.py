@@ -33,6 +33,9 @@ EXPECTED_TABLES = {
     "otel_metrics_histogram": "MergeTree",
     "otel_metrics_exponential_histogram": "MergeTree",
     "otel_metrics_summary": "MergeTree",
+    "access_log_windows": "SummingMergeTree",
+    "access_log_windows_1m": "SummingMergeTree",
+    "access_log_windows_1m_mv": "MaterializedView",
     "schema_migrations": "ReplacingMergeTree",
 }
 MAP = "Map(LowCardinality(String), String)"
@@ -86,13 +89,14 @@ def test_migrate_creates_every_table(embedded_store: EmbeddedStore) -> None:
     store = embedded_store
     messages: list[str] = []
     report = migrate(store, progress=messages.append)
-    assert report.applied == (1, 2, 3)
-    assert (report.previous_version, report.version) == (0, 3)
+    assert report.applied == (1, 2, 3, 4)
+    assert (report.previous_version, report.version) == (0, 4)
     assert tables(store) == EXPECTED_TABLES
     assert messages == [
         "applying migration 1 (access logs)",
         "applying migration 2 (otel tables)",
         "applying migration 3 (otel metrics)",
+        "applying migration 4 (access log windows)",
     ]
     recorded = store.query_rows(
         f"SELECT version, name, checksum FROM {store.database}.schema_migrations FINAL "
@@ -123,7 +127,7 @@ def test_second_migrate_applies_and_changes_nothing(embedded_store: EmbeddedStor
     before_rows = store.query_rows(f"SELECT count() FROM {store.database}.schema_migrations")
     report = migrate(store, ttl_days=7)
     assert report.applied == ()
-    assert (report.previous_version, report.version) == (3, 3)
+    assert (report.previous_version, report.version) == (4, 4)
     after_tables = store.query_rows(
         "SELECT name, engine, create_table_query FROM system.tables "
         "WHERE database = {db:String} ORDER BY name",
@@ -131,7 +135,7 @@ def test_second_migrate_applies_and_changes_nothing(embedded_store: EmbeddedStor
     )
     assert after_tables == before_tables
     after_rows = store.query_rows(f"SELECT count() FROM {store.database}.schema_migrations")
-    assert after_rows == before_rows == [(3,)]
+    assert after_rows == before_rows == [(4,)]
 
 
 def test_a_newer_schema_is_refused(embedded_store: EmbeddedStore) -> None:
@@ -146,7 +150,7 @@ def test_a_newer_schema_is_refused(embedded_store: EmbeddedStore) -> None:
         migrate(store)
     message = str(excinfo.value)
     assert f"database {store.database} is at schema version 99" in message
-    assert "knows only up to 3; upgrade meshloop" in message
+    assert "knows only up to 4; upgrade meshloop" in message
 
 
 def test_missing_migrations_are_applied_in_order(embedded_store: EmbeddedStore) -> None:
@@ -154,7 +158,7 @@ def test_missing_migrations_are_applied_in_order(embedded_store: EmbeddedStore) 
     store.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
     for statement in migrations(store.database)[0].statements:
         store.command(statement)
-    migrate(store)  # records 1..3; the existing access_logs is left as it is
+    migrate(store)  # records 1..4; the existing access_logs is left as it is
     assert tables(store) == EXPECTED_TABLES
 
 

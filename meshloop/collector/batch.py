@@ -1,0 +1,126 @@
+"""One WAL batch → the frames to insert, per table (pure: no I/O, no clock).
+
+Records are grouped by source and, for Envoy streams, by stream identity (the WAL
+record's ``meta``), then decoded in bulk by the ``accesslog`` room. A payload that
+cannot be decoded is isolated by decoding the group's payloads one by one, and
+returned as quarantined with its error — the rest of the batch still lands.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import polars as pl
+
+from meshloop.accesslog.identity import StreamIdentity
+from meshloop.collector.sources import Source
+from meshloop.collector.wal import WalRecord
+
+ACCESS_LOGS = "access_logs"
+WINDOWS = "access_log_windows"
+
+
+@dataclass
+class BatchFrames:
+    """What one batch becomes: rows per table, window partials, and what was refused."""
+
+    tables: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: defaultdict(list))
+    sources: dict[str, Source] = field(default_factory=dict)
+    quarantined: list[tuple[WalRecord, str]] = field(default_factory=list)
+    late_entries: int = 0
+
+    def add(self, source: Source, table: str, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.tables[table].append(frame)
+            self.sources[table] = source
+
+    def merged(self) -> dict[str, pl.DataFrame]:
+        """One frame per table: rows concatenated; window partials summed per key."""
+        from meshloop.accesslog.windows import merge_partials
+
+        out = {}
+        for table, frames in self.tables.items():
+            if table == WINDOWS:
+                out[table] = merge_partials(frames)
+            else:
+                out[table] = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+        return out
+
+
+def _identity(meta: bytes) -> StreamIdentity:
+    try:
+        fields = json.loads(meta)
+        return StreamIdentity(**{k: v for k, v in fields.items() if k in StreamIdentity.__dataclass_fields__})
+    except (ValueError, TypeError):
+        return StreamIdentity()
+
+
+def _identity_fields(meta: bytes) -> dict[str, str]:
+    try:
+        return {key: str(value) for key, value in json.loads(meta or b"{}").items()}
+    except ValueError:
+        return {}
+
+
+def _decode_isolating(
+    records: Sequence[WalRecord], decode: Decoder, out: BatchFrames
+) -> list[tuple[dict[str, pl.DataFrame], list[WalRecord]]]:
+    """Decode ``records`` together; on failure, one by one, quarantining the bad ones."""
+    try:
+        return [(decode([r.payload for r in records]), list(records))]
+    except ValueError:
+        pass
+    results = []
+    for record in records:
+        try:
+            results.append((decode([record.payload]), [record]))
+        except ValueError as exc:
+            out.quarantined.append((record, str(exc)))
+    return results
+
+
+Decoder = Callable[[Sequence[bytes]], dict[str, pl.DataFrame]]
+
+
+def _decoder(source: Source, meta: bytes, batch_id: str) -> Decoder:
+    """How payloads of one source (and one stream, for Envoy) become frames per table."""
+    from meshloop.accesslog import otlp
+    from meshloop.accesslog.decode import decode_batch
+
+    if source is Source.ENVOY_ALS:
+        identity = _identity(meta)
+        return lambda payloads: {ACCESS_LOGS: decode_batch(payloads, identity, batch_id=batch_id)}
+    if source is Source.ENVOY_METRICS:
+        fields = _identity_fields(meta)
+        return partial(otlp.envoy_metrics_frames, identity=fields, counters_as_deltas=True)
+    if source is Source.OTLP_LOGS:
+        return lambda payloads: {"otel_logs": otlp.logs_frame(payloads)}
+    if source is Source.OTLP_TRACES:
+        return lambda payloads: {"otel_traces": otlp.traces_frame(payloads)}
+    return otlp.metrics_frames
+
+
+def build_frames(records: Sequence[WalRecord], batch_id: str, lateness_ns: int) -> BatchFrames:
+    """Decode a batch of WAL records into per-table frames (see module docstring)."""
+    from meshloop.accesslog.windows import window_partials
+
+    out = BatchFrames()
+    groups: dict[tuple[int, bytes], list[WalRecord]] = defaultdict(list)
+    for record in records:
+        stream_scoped = record.kind in (Source.ENVOY_ALS, Source.ENVOY_METRICS)
+        groups[(record.kind, record.meta if stream_scoped else b"")].append(record)
+    for (kind, meta), group in groups.items():
+        source = Source(kind)
+        for frames, members in _decode_isolating(group, _decoder(source, meta, batch_id), out):
+            for table, frame in frames.items():
+                out.add(source, table, frame)
+            if source is Source.ENVOY_ALS:
+                arrival = max(record.arrival_ns for record in members)
+                partials, late = window_partials(frames[ACCESS_LOGS], arrival, lateness_ns)
+                out.late_entries += late
+                out.add(source, WINDOWS, partials)
+    return out

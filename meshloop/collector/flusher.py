@@ -1,0 +1,193 @@
+"""The flusher: WAL batches → decoded frames → the store, exactly once, in order.
+
+One thread (decoding and inserting are CPU and I/O work the event loop must not do).
+Per batch: record the batch's range in the WAL (``begin_batch``: that fixes its id),
+decode (:func:`~meshloop.collector.batch.build_frames`), insert each table's frame
+with the insert deduplication token ``<batch id>.<table>``, then ``commit``. A crash
+anywhere replays the same range under the same id, and ClickHouse drops the blocks it
+has already seen — so replay never duplicates rows. A failed insert is retried with
+backoff (the store may be down for a while); intake keeps filling the WAL meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from meshloop.accesslog.windows import empty_partials
+from meshloop.collector import metrics as m
+from meshloop.collector.batch import WINDOWS, build_frames
+from meshloop.collector.intake import Intake
+from meshloop.collector.sources import Source
+from meshloop.collector.wal import WalRecord, WriteAheadLog
+from meshloop.errors import StoreError
+from meshloop.store.base import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_INITIAL_S = 0.2
+RETRY_MAX_S = 10.0
+
+# ClickHouse error codes that mean "try again later", not "this data is wrong"
+# (https://github.com/ClickHouse/ClickHouse/blob/master/src/Common/ErrorCodes.cpp).
+TRANSIENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY (replica read-only for a while)
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        425,  # SYSTEM_ERROR
+        999,  # KEEPER_EXCEPTION
+    }
+)
+
+
+def is_transient(error: StoreError) -> bool:
+    """True for outages and overload (retry), False for data ClickHouse rejects."""
+    return error.code is None or error.code in TRANSIENT_CODES
+
+
+WindowSink = Callable[[pl.DataFrame, int, int], None]
+"""Receives (window partials, now_ns, late entries) after each committed batch."""
+
+
+class Flusher:
+    """Moves accepted telemetry from the WAL into the store (see module docstring)."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        wal: WriteAheadLog,
+        store: Store,
+        *,
+        flush_interval_s: float = 0.5,
+        flush_max_bytes: int = 32 << 20,
+        lateness_ns: int = 5_000_000_000,
+        quarantine_dir: Path | None = None,
+        on_windows: WindowSink | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.intake = intake
+        self.wal = wal
+        self.store = store
+        self.flush_interval_s = flush_interval_s
+        self.flush_max_bytes = flush_max_bytes
+        self.lateness_ns = lateness_ns
+        self.quarantine_dir = quarantine_dir
+        self.on_windows = on_windows
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.batches_committed = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the flusher thread (after :meth:`replay_in_flight`)."""
+        self._thread = threading.Thread(target=self._run, name="meshloop-flusher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Flush what is queued, then stop; True if it finished within ``timeout``.
+
+        Anything not flushed stays in the WAL and is replayed at the next start.
+        """
+        self._stopping.set()
+        self.intake.wakeup.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def replay_in_flight(self, batches: list[tuple[int, int, str]]) -> None:
+        """Re-run batches that were in flight at a crash, with their original ids."""
+        for first, last, batch_id in batches:
+            records = [r for r in self.wal.read_from(first) if r.seq <= last] if first <= last else []
+            log.info("replaying in-flight batch %s (%d records)", batch_id, len(records))
+            self._flush(records, batch_id)
+
+    # -- the loop -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            stopping = self._stopping.is_set()
+            records = self.intake.take(self.flush_max_bytes)
+            if not records:
+                self._idle.set()
+                if stopping:
+                    return
+                self.intake.wakeup.wait(self.flush_interval_s)
+                self.intake.wakeup.clear()
+                continue
+            self._idle.clear()
+            if not self._flush(records, None):
+                return  # stopping during a store outage: the batch stays in flight in the WAL
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until everything taken so far is committed (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def _flush(self, records: list[WalRecord], batch_id: str | None) -> bool:
+        if not records:
+            return True
+        started = time.perf_counter()
+        first, last = records[0].seq, records[-1].seq
+        if batch_id is None:
+            batch_id = self.wal.begin_batch(first, last)
+        decode_started = time.perf_counter()
+        frames = build_frames(records, batch_id, self.lateness_ns)
+        m.DECODE_SECONDS.labels("batch").observe(time.perf_counter() - decode_started)
+        for record, error in frames.quarantined:
+            self._quarantine(record, error)
+        merged = frames.merged()
+        for table, frame in merged.items():
+            if not self._insert_with_retry(table, frame, f"{batch_id}.{table}"):
+                return False
+            m.ENTRIES_STORED.labels(frames.sources[table].label, table).inc(frame.height)
+        self.wal.commit(last)
+        self.batches_committed += 1
+        m.FLUSH_SECONDS.observe(time.perf_counter() - started)
+        if self.on_windows is not None and (WINDOWS in merged or frames.late_entries):
+            self.on_windows(merged.get(WINDOWS, empty_partials()), self._clock(), frames.late_entries)
+        return True
+
+    def _insert_with_retry(self, table: str, frame: pl.DataFrame, token: str) -> bool:
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                self.store.insert_df(table, frame, dedup_token=token)
+                return True
+            except StoreError as exc:
+                m.FLUSH_FAILURES.inc()
+                log.warning(
+                    "insert into %s failed (%s); retrying in %.1fs (data is safe in the WAL)",
+                    table,
+                    exc,
+                    delay,
+                )
+            if self._stopping.wait(delay):
+                return False
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _quarantine(self, record: WalRecord, error: str) -> None:
+        source = Source(record.kind)
+        m.RECORDS_QUARANTINED.labels(source.label).inc()
+        log.error(
+            "undecodable %s message (WAL seq %d, stream %s): %s",
+            source.label,
+            record.seq,
+            record.meta[:200],
+            error,
+        )
+        if self.quarantine_dir is not None:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            (self.quarantine_dir / f"{record.seq:020d}.{source.label}.pb").write_bytes(record.payload)
