@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from meshloop.store.embedded import EmbeddedStore
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,15 @@ def print_table(results: list[Result]) -> None:
             f"{r.name:<{width}}  {r.value:>14,.0f}  {r.baseline_name:<{bwidth}}  "
             f"{r.baseline_value:>14,.0f}  {r.ratio:5.2f}  ({r.unit})"
         )
+
+
+_STORE_PATH: Path | None = None
+
+
+def bench_store(database: str) -> EmbeddedStore:
+    """An embedded store for in-process baselines. chdb opens one path per process, so
+    every benchmark shares one temporary directory, each in its own database."""
+    global _STORE_PATH
+    if _STORE_PATH is None:
+        _STORE_PATH = Path(tempfile.mkdtemp(prefix="meshloop-bench-"))
+    return EmbeddedStore(_STORE_PATH, database=database)

@@ -9,13 +9,11 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import threading
-from pathlib import Path
 
 import polars as pl
 
-from benchmarks.harness import Result, best_rate
+from benchmarks.harness import Result, bench_store, best_rate
 from meshloop.store.embedded import EmbeddedStore
 from meshloop.store.server import ServerStore
 
@@ -55,8 +53,7 @@ def run() -> list[Result]:
     """Measure and return the store insert figures."""
     frame = sample_frame(ROWS)
     arrow_batch = frame.to_arrow()  # noqa: F841 - read by name inside ClickHouse (Python())
-    path = Path(tempfile.mkdtemp(prefix="meshloop-bench-"))
-    store = EmbeddedStore(path, database="bench")
+    store = bench_store("bench")
     store.command(DDL.format(db="bench"))
     session = store._session  # the baseline talks to chdb directly
 

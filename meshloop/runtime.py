@@ -59,7 +59,12 @@ class Runtime:
         settings = self.settings
         self._lock = DataDirLock(settings.data_dir)
         self._lock.acquire()
-        runner, port = await start_site(build_api_app(self.readiness), settings.bind, port=settings.http_port)
+        status = {
+            "settings": settings.redacted,
+            "collector": lambda: self.collector.status() if self.collector else None,
+        }
+        app = build_api_app(self.readiness, status, token=settings.admin_token)
+        runner, port = await start_site(app, settings.bind, port=settings.http_port)
         self._runners.append(runner)
         base = f"http://{_host(settings.bind)}:{port}"
         self.endpoints["http_api"] = base

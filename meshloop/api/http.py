@@ -6,13 +6,17 @@
 - ``GET /metrics`` — Prometheus text format, or OpenMetrics when the ``Accept`` header
   asks (process metrics plus meshloop's own), https://prometheus.io/docs/instrumenting/exposition_formats/.
 
-Admin endpoints added by later issues are wrapped in :func:`require_token`.
+- ``GET /api/v1/status[/<name>]`` — component status as JSON (e.g. ``collector``:
+  WAL, windows and every open stream with its message and byte counts).
+
+Admin and status endpoints are wrapped in :func:`require_token`.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +60,35 @@ def require_token(token: str | None, handler: Handler) -> Handler:
     return guarded
 
 
-def build_api_app(readiness: Readiness) -> web.Application:
-    """The HTTP API application; later issues add routes to it."""
+StatusProvider = Callable[[], Any]
+"""Returns a JSON-ready value, or None while its component is not running."""
+
+
+def build_api_app(
+    readiness: Readiness,
+    status: Mapping[str, StatusProvider] | None = None,
+    token: str | None = None,
+) -> web.Application:
+    """The HTTP API application.
+
+    ``status`` maps a name to a provider served as ``GET /api/v1/status/<name>`` (and
+    all of them at ``GET /api/v1/status``); those need ``token`` when it is set.
+    """
+    providers = dict(status or {})
+
+    async def status_one(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in providers:
+            return web.json_response(
+                {"error": f"no status named {name!r}", "known": sorted(providers)}, status=404
+            )
+        value = providers[name]()
+        if value is None:
+            return web.json_response({"error": f"{name} is not running"}, status=503)
+        return web.json_response(value, dumps=_dumps)
+
+    async def status_all(_: web.Request) -> web.Response:
+        return web.json_response({name: provider() for name, provider in providers.items()}, dumps=_dumps)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -75,7 +106,13 @@ def build_api_app(readiness: Readiness) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/status", require_token(token, status_all))
+    app.router.add_get("/api/v1/status/{name}", require_token(token, status_one))
     return app
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, indent=2)
 
 
 async def start_site(

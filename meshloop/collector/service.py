@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
+from dataclasses import asdict
+from typing import Any
 
 import grpc
 import polars as pl
@@ -19,6 +20,7 @@ from meshloop.collector import metrics as m
 from meshloop.collector.flusher import Flusher
 from meshloop.collector.intake import Intake
 from meshloop.collector.servicers import generic_handlers
+from meshloop.collector.streams import StreamRegistry
 from meshloop.collector.wal import WriteAheadLog
 from meshloop.config import Settings
 from meshloop.errors import MeshloopError
@@ -39,6 +41,7 @@ class Collector:
         self.store = store
         self.wal_dir = settings.data_dir / "wal"
         self.windows = WindowAggregator(lateness_ns=int(settings.window_lateness * 1e9))
+        self.streams = StreamRegistry()
         self.wal: WriteAheadLog | None = None
         self.intake: Intake | None = None
         self.flusher: Flusher | None = None
@@ -83,7 +86,7 @@ class Collector:
                 ("grpc.max_concurrent_streams", 1000),
             ]
         )
-        self._server.add_generic_rpc_handlers(generic_handlers(self.intake))
+        self._server.add_generic_rpc_handlers(generic_handlers(self.intake, self.streams))
         address = f"{settings.bind}:{settings.collector_port}"
         try:
             self.port = self._server.add_insecure_port(address)
@@ -136,6 +139,14 @@ class Collector:
             await asyncio.to_thread(self.wal.close)
         self.windows.close()
 
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
+    def status(self) -> dict[str, Any]:
+        """The collector's state for the status API: port, WAL, windows, open streams."""
+        wal = self.wal.stats() if self.wal is not None else None
+        return {
+            "port": self.port,
+            "wal": asdict(wal) if wal is not None else None,
+            "queued_bytes": self.intake.queued_bytes if self.intake is not None else 0,
+            "batches_committed": self.flusher.batches_committed if self.flusher is not None else 0,
+            "windows": asdict(self.windows.stats),
+            "streams": self.streams.snapshot(),
+        }

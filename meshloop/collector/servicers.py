@@ -31,6 +31,7 @@ from meshloop.accesslog.identity import StreamIdentity, stream_identity
 from meshloop.collector.intake import Intake, Refused
 from meshloop.collector.metrics import MESSAGES_REFUSED, STREAMS_ACTIVE
 from meshloop.collector.sources import Source
+from meshloop.collector.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,16 @@ async def _refuse(
     await context.abort(code, detail)
 
 
-def _stream_handler(intake: Intake, source: Source, message_type: type[Message], method: str) -> Any:
+def _stream_handler(
+    intake: Intake, streams: StreamRegistry, source: Source, message_type: type[Message], method: str
+) -> Any:
     """A stream-unary handler: identity from the first message, raw bytes to intake."""
     type_name = message_type.DESCRIPTOR.full_name
 
     async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         meta: bytes | None = None
         STREAMS_ACTIVE.labels(source.label).inc()
+        stream_id, info = streams.open(source.label, context.peer())
         try:
             async for raw in requests:
                 if meta is None:
@@ -79,6 +83,9 @@ def _stream_handler(intake: Intake, source: Source, message_type: type[Message],
                         )
                         return b""
                     meta = identity_meta(first.identifier)
+                    identity = json.loads(meta)
+                    info.node_id, info.workload = identity["node_id"], identity["workload"]
+                    info.namespace = identity["namespace"]
                 try:
                     intake.accept(source, meta, raw)
                 except Refused as exc:
@@ -86,9 +93,12 @@ def _stream_handler(intake: Intake, source: Source, message_type: type[Message],
                         context, source, exc.reason, grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: {exc}"
                     )
                     return b""
+                info.messages += 1
+                info.bytes += len(raw)
             return b""  # StreamAccessLogsResponse / StreamMetricsResponse are empty messages
         finally:
             STREAMS_ACTIVE.labels(source.label).dec()
+            streams.close(stream_id)
 
     return handle
 
@@ -124,7 +134,9 @@ def _raw(value: bytes) -> bytes:
     return value
 
 
-def generic_handlers(intake: Intake, durable_exports: bool = True) -> list[grpc.GenericRpcHandler]:
+def generic_handlers(
+    intake: Intake, streams: StreamRegistry, durable_exports: bool = True
+) -> list[grpc.GenericRpcHandler]:
     """Every collector service as generic handlers over raw bytes (no deserializer)."""
     from envoy.service.accesslog.v3 import als_pb2
     from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -133,7 +145,7 @@ def generic_handlers(intake: Intake, durable_exports: bool = True) -> list[grpc.
 
     from meshloop.collector.gen import metrics_service_pb2
 
-    streams = (
+    stream_services = (
         ("envoy.service.accesslog.v3.AccessLogService", "StreamAccessLogs", Source.ENVOY_ALS,
          als_pb2.StreamAccessLogsMessage),
         ("envoy.service.metrics.v3.MetricsService", "StreamMetrics", Source.ENVOY_METRICS,
@@ -148,9 +160,9 @@ def generic_handlers(intake: Intake, durable_exports: bool = True) -> list[grpc.
          otlp_metrics_pb2.ExportMetricsServiceRequest),
     )  # fmt: skip
     handlers = []
-    for service, method, source, message_type in streams:
+    for service, method, source, message_type in stream_services:
         handler = grpc.stream_unary_rpc_method_handler(
-            _stream_handler(intake, source, message_type, method), response_serializer=_raw
+            _stream_handler(intake, streams, source, message_type, method), response_serializer=_raw
         )
         handlers.append(grpc.method_handlers_generic_handler(service, {method: handler}))
     for service, source, request_type in exports:

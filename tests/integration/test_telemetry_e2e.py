@@ -6,6 +6,7 @@ store outage, and refusal — counted — once the WAL's disk cap is reached.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import urllib.request
@@ -20,7 +21,7 @@ from envoy.service.accesslog.v3 import als_pb2
 from benchmarks.accesslog_decode import sample_payloads
 from meshloop.xds.bootstrap import BootstrapOptions, build_bootstrap
 from tests.integration.envoy_process import EnvoyProcess, free_port
-from tests.integration.meshloop_process import MeshloopProcess, poll
+from tests.integration.meshloop_process import MeshloopProcess, http_get, poll
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,11 @@ def test_real_envoy_access_logs_and_metrics_land_in_clickhouse(
     )
     poll(lambda: rows(meshloop, "otel_metrics_gauge") > 0, 30, "Envoy gauges in otel_metrics_gauge")
     assert meshloop.metric('meshloop_collector_messages_received_total{source="envoy_als"}') >= 1
+    status = json.loads(http_get(meshloop.api + "/api/v1/status/collector")[1])
+    als = [s for s in status["streams"] if s["source"] == "envoy_als"]
+    assert (
+        als and als[0]["workload"] == "reviews" and als[0]["namespace"] == "shop" and als[0]["messages"] >= 1
+    )
 
 
 def test_nothing_accepted_is_lost_or_duplicated_across_a_crash(tmp_path: Path) -> None:

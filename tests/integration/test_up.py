@@ -213,3 +213,16 @@ def test_clickhouse_connect_from_another_process_inserts_a_million_rows(tmp_path
         result = client.query("SELECT count(), sum(n), sum(x) FROM meshloop.million").result_rows
         assert result == [(rows, rows * (rows - 1) // 2, rows * (rows - 1) / 4)]
         client.close()
+
+
+def test_status_endpoints_need_the_admin_token_when_one_is_set(tmp_path: Path) -> None:
+    with MeshloopProcess(tmp_path / "data", extra=["--admin-token", "s3cret"]) as meshloop:
+        meshloop.wait_ready()
+        assert http_get(meshloop.api + "/api/v1/status")[0] == 401
+        assert http_get(meshloop.api + "/healthz")[0] == 200
+        request = urllib.request.Request(
+            meshloop.api + "/api/v1/status/settings", headers={"Authorization": "Bearer s3cret"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            settings = json.loads(response.read())
+        assert settings["admin_token"] == "***" and settings["collector_port"] == 0
