@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     from meshloop.xds.bootstrap import add_bootstrap_command
 
     add_bootstrap_command(sub)
+
+    from meshloop.identity.agent import add_agent_command
+
+    add_agent_command(sub)
     return parser
 
 

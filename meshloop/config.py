@@ -105,6 +105,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("flush_interval", float, 0.5, "seconds the collector gathers telemetry before one insert"),
     Option("flush_max_bytes", int, 32 << 20, "payload bytes that trigger an insert before flush_interval"),
     Option("window_lateness", float, 5.0, "seconds an entry may arrive after its 1 s window and still count"),
+    Option("xds_secure_port", int, 15012, "CA (IstioCertificateService) over TLS (0 = pick a free port)"),
+    Option("trust_domain", str, "cluster.local", "SPIFFE trust domain of issued workload certificates"),
+    Option(
+        "ca_cert",
+        Path,
+        None,
+        "your CA certificate (root, or intermediate + chain) instead of a generated root",
+    ),
+    Option("ca_key", Path, None, "the private key of ca_cert (must be mode 0600)"),
+    Option(
+        "ca_token_file", Path, None, "bootstrap tokens: YAML 'tokens: [{token, namespace, serviceAccount}]'"
+    ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -133,6 +145,11 @@ class Settings:
     flush_interval: float = 0.5
     flush_max_bytes: int = 32 << 20
     window_lateness: float = 5.0
+    xds_secure_port: int = 15012
+    trust_domain: str = "cluster.local"
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    ca_token_file: Path | None = None
     config_file: Path | None = field(default=None)
 
     @property
@@ -252,7 +269,7 @@ def load_settings(
 
 def validate(settings: Settings, source: str) -> None:
     """Check ranges and cross-setting rules; raise ConfigError naming the key."""
-    for name in ("http_port", "clickhouse_http_port", "collector_port"):
+    for name in ("http_port", "clickhouse_http_port", "collector_port", "xds_secure_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(source, name, f"port {port} is outside 0-65535")
@@ -271,6 +288,10 @@ def validate(settings: Settings, source: str) -> None:
         value = getattr(settings, name)
         if value is not None and not value.replace("_", "a").isalnum():
             raise ConfigError(source, name, f"{value!r} must be letters, digits and _")
+    if (settings.ca_cert is None) != (settings.ca_key is None):
+        raise ConfigError(
+            source, "ca_cert" if settings.ca_cert is None else "ca_key", "ca_cert and ca_key go together"
+        )
     if settings.clickhouse_url:
         parts = urlsplit(settings.clickhouse_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -28,6 +28,7 @@ from meshloop.store import Store, open_store
 
 if TYPE_CHECKING:
     from meshloop.collector.service import Collector
+    from meshloop.identity.service import CAServer
 
 log = logging.getLogger("meshloop")
 
@@ -49,6 +50,7 @@ class Runtime:
     readiness: Readiness = field(default_factory=Readiness)
     store: Store | None = None
     collector: Collector | None = None
+    ca_server: CAServer | None = None
     endpoints: dict[str, Any] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _lock: DataDirLock | None = None
@@ -74,6 +76,7 @@ class Runtime:
             return  # stopped while waiting for the store
         await self._start_clickhouse_http()
         await self._start_collector()
+        await self._start_ca()
         write_endpoints(settings.data_dir, self.endpoints)
         announce(f"meshloop: ready (data dir {settings.data_dir.resolve()})")
 
@@ -139,6 +142,27 @@ class Runtime:
             f"meshloop: collector     grpc://{address}  (Envoy ALS, Envoy metrics, OTLP logs/metrics/traces)"
         )
 
+    async def _start_ca(self) -> None:
+        from meshloop.identity.ca import load_ca, load_or_create_ca
+        from meshloop.identity.service import start_ca_server
+        from meshloop.identity.tokens import TokenTable
+
+        settings = self.settings
+        if settings.ca_cert is not None and settings.ca_key is not None:
+            ca = await asyncio.to_thread(
+                load_ca, settings.ca_cert, settings.ca_key, trust_domain=settings.trust_domain
+            )
+        else:
+            ca = await asyncio.to_thread(load_or_create_ca, settings.data_dir, settings.trust_domain)
+        tokens = TokenTable.load(settings.ca_token_file) if settings.ca_token_file else TokenTable()
+        self.ca_server, port = await start_ca_server(ca, tokens, settings.bind, settings.xds_secure_port)
+        address = f"{_host(settings.bind)}:{port}"
+        self.endpoints["ca"] = address
+        announce(
+            f"meshloop: CA            grpcs://{address}  "
+            f"(IstioCertificateService, trust domain {settings.trust_domain})"
+        )
+
     async def _wait_stop(self, seconds: float) -> bool:
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -160,6 +184,9 @@ class Runtime:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.ca_server is not None:
+            await self.ca_server.stop(0.5)
+            self.ca_server = None
         if self.collector is not None:
             await self.collector.stop()
             self.collector = None

@@ -47,7 +47,7 @@ class MeshloopProcess:
         self.args = [
             sys.executable, "-m", "meshloop", "up",
             "--data-dir", str(data_dir), "--http-port", "0", "--clickhouse-http-port", "0",
-            "--collector-port", "0", *extra,
+            "--collector-port", "0", "--xds-secure-port", "0", *extra,
         ]  # fmt: skip
         self.env = {**os.environ, **(env or {})}
         self.stdout: list[str] = []

@@ -187,7 +187,7 @@ def test_schema_newer_than_the_code_refuses_to_start(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["query"], ["schema"], ["bootstrap"]])
+@pytest.mark.parametrize("command", [[], ["up"], ["query"], ["schema"], ["bootstrap"], ["agent"]])
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
@@ -226,3 +226,19 @@ def test_status_endpoints_need_the_admin_token_when_one_is_set(tmp_path: Path) -
         with urllib.request.urlopen(request, timeout=5) as response:
             settings = json.loads(response.read())
         assert settings["admin_token"] == "***" and settings["collector_port"] == 0
+
+
+def test_a_ca_key_others_can_read_refuses_to_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with MeshloopProcess(data) as first:
+        first.wait_ready()
+        assert (data / "ca" / "root-key.pem").stat().st_mode & 0o777 == 0o600
+        first.stop()
+    (data / "ca" / "root-key.pem").chmod(0o644)
+    result = run_cli(
+        "up", "--data-dir", str(data), "--http-port", "0", "--clickhouse-http-port", "0",
+        "--collector-port", "0", "--xds-secure-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "chmod 600" in result.stderr and "root-key.pem" in result.stderr
+    assert "Traceback" not in result.stderr
