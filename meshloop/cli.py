@@ -37,6 +37,7 @@ examples:
   meshloop query "SELECT count() FROM meshloop.access_logs"
   meshloop schema --clickhouse-cluster prod     # the DDL a cluster would receive
   meshloop bootstrap --admin-port 15000 --workload reviews --version v2 > envoy.json
+  meshloop proxy-status                         # which proxies are connected and in sync
 """
 
 
@@ -115,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--retention-days", dest="retention_days", type=int, default=30)
     schema.set_defaults(handler=cmd_schema)
 
+    proxy_status = sub.add_parser(
+        "proxy-status",
+        help="xDS sync state of every connected proxy (like istioctl proxy-status)",
+        description="Ask the running meshloop which proxies are connected and whether each "
+        "xDS type (CDS, LDS, EDS, RDS) is SYNCED, NOT SENT, STALE or NACKed.",
+    )
+    proxy_status.add_argument(
+        "--data-dir", dest="data_dir", default=None, help="data dir of the running meshloop"
+    )
+    proxy_status.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    proxy_status.add_argument("--admin-token", dest="admin_token", default=None, help="bearer token, if set")
+    proxy_status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    proxy_status.set_defaults(handler=cmd_proxy_status)
+
     from meshloop.xds.bootstrap import add_bootstrap_command
 
     add_bootstrap_command(sub)
@@ -140,6 +155,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     flags: dict[str, Any] = {"data_dir": args.data_dir, "database": args.database}
     settings = load_settings(flags=flags, config_file=args.config)
     return run_query(settings, sql, fmt=args.format, url=args.url, timeout=args.timeout)
+
+
+def cmd_proxy_status(args: argparse.Namespace) -> int:
+    import json
+
+    from meshloop.api.client import get_json
+    from meshloop.xds.status import proxy_status_table
+
+    flags = {"data_dir": args.data_dir, "admin_token": args.admin_token}
+    status = get_json(load_settings(flags=flags, config_file=args.config), "/api/v1/status/xds")
+    print(
+        json.dumps(status, indent=2) if args.json else proxy_status_table(status),
+        end="" if not args.json else "\n",
+    )
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -105,6 +105,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("flush_interval", float, 0.5, "seconds the collector gathers telemetry before one insert"),
     Option("flush_max_bytes", int, 32 << 20, "payload bytes that trigger an insert before flush_interval"),
     Option("window_lateness", float, 5.0, "seconds an entry may arrive after its 1 s window and still count"),
+    Option(
+        "xds_port", int, 15010, "xDS (ADS: state of the world and delta), plaintext (0 = pick a free port)"
+    ),
     Option("xds_secure_port", int, 15012, "CA (IstioCertificateService) over TLS (0 = pick a free port)"),
     Option("trust_domain", str, "cluster.local", "SPIFFE trust domain of issued workload certificates"),
     Option(
@@ -145,6 +148,7 @@ class Settings:
     flush_interval: float = 0.5
     flush_max_bytes: int = 32 << 20
     window_lateness: float = 5.0
+    xds_port: int = 15010
     xds_secure_port: int = 15012
     trust_domain: str = "cluster.local"
     ca_cert: Path | None = None
@@ -269,7 +273,7 @@ def load_settings(
 
 def validate(settings: Settings, source: str) -> None:
     """Check ranges and cross-setting rules; raise ConfigError naming the key."""
-    for name in ("http_port", "clickhouse_http_port", "collector_port", "xds_secure_port"):
+    for name in ("http_port", "clickhouse_http_port", "collector_port", "xds_port", "xds_secure_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(source, name, f"port {port} is outside 0-65535")

@@ -27,8 +27,12 @@ from meshloop.errors import StoreUnavailable
 from meshloop.store import Store, open_store
 
 if TYPE_CHECKING:
+    import grpc
+
     from meshloop.collector.service import Collector
     from meshloop.identity.service import CAServer
+    from meshloop.xds.cache import SnapshotCache
+    from meshloop.xds.status import XdsStatus
 
 log = logging.getLogger("meshloop")
 
@@ -51,6 +55,10 @@ class Runtime:
     store: Store | None = None
     collector: Collector | None = None
     ca_server: CAServer | None = None
+    xds_server: grpc.aio.Server | None = None
+    xds_cache: SnapshotCache | None = None
+    xds_status: XdsStatus | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     endpoints: dict[str, Any] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _lock: DataDirLock | None = None
@@ -64,6 +72,7 @@ class Runtime:
         status = {
             "settings": settings.redacted,
             "collector": lambda: self.collector.status() if self.collector else None,
+            "xds": lambda: self.xds_status.status() if self.xds_status else None,
         }
         app = build_api_app(self.readiness, status, token=settings.admin_token)
         runner, port = await start_site(app, settings.bind, port=settings.http_port)
@@ -76,6 +85,7 @@ class Runtime:
             return  # stopped while waiting for the store
         await self._start_clickhouse_http()
         await self._start_collector()
+        await self._start_xds()
         await self._start_ca()
         write_endpoints(settings.data_dir, self.endpoints)
         announce(f"meshloop: ready (data dir {settings.data_dir.resolve()})")
@@ -142,6 +152,24 @@ class Runtime:
             f"meshloop: collector     grpc://{address}  (Envoy ALS, Envoy metrics, OTLP logs/metrics/traces)"
         )
 
+    async def _start_xds(self) -> None:
+        from meshloop.xds.cache import SnapshotCache
+        from meshloop.xds.events import EventRecorder
+        from meshloop.xds.server import start_xds_server
+        from meshloop.xds.status import XdsStatus
+
+        assert self.store is not None
+        recorder = EventRecorder(self.store)
+        self.xds_status = XdsStatus(on_event=recorder.record)
+        self.xds_cache = SnapshotCache()
+        self._tasks.append(asyncio.create_task(recorder.run()))
+        self.xds_server, port = await start_xds_server(
+            self.xds_cache, self.settings.bind, self.settings.xds_port, status=self.xds_status
+        )
+        address = f"{_host(self.settings.bind)}:{port}"
+        self.endpoints["xds"] = address
+        announce(f"meshloop: xDS           grpc://{address}  (ADS: state of the world and delta)")
+
     async def _start_ca(self) -> None:
         from meshloop.identity.ca import load_ca, load_or_create_ca
         from meshloop.identity.service import start_ca_server
@@ -187,6 +215,13 @@ class Runtime:
         if self.ca_server is not None:
             await self.ca_server.stop(0.5)
             self.ca_server = None
+        if self.xds_server is not None:
+            await self.xds_server.stop(0.5)
+            self.xds_server = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         if self.collector is not None:
             await self.collector.stop()
             self.collector = None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshloop.errors import SchemaTooNew
-from meshloop.store import schema
+from meshloop.store import schema, schema_control
 from meshloop.store.base import Store
 
 
@@ -67,6 +67,7 @@ def migrations(database: str, cluster: str | None = None, ttl_days: int = 30) ->
             "access log windows",
             tuple(schema.access_log_windows_ddl(database, cluster, ttl_days)),
         ),
+        Migration(5, "xds events", tuple(schema_control.xds_events_ddl(database, cluster, ttl_days))),
     ]
     versions = [m.version for m in found]
     assert versions == sorted(set(versions)), "migration versions must strictly increase"

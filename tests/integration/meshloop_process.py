@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-_ENDPOINT = re.compile(r"^meshloop: (HTTP API|ClickHouse|collector)\s+((?:http|grpc)://\S+)")
+_ENDPOINT = re.compile(r"^meshloop: (HTTP API|ClickHouse|collector|xDS|CA)\s+((?:http|grpcs?)://\S+)")
 
 
 def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -47,7 +47,7 @@ class MeshloopProcess:
         self.args = [
             sys.executable, "-m", "meshloop", "up",
             "--data-dir", str(data_dir), "--http-port", "0", "--clickhouse-http-port", "0",
-            "--collector-port", "0", "--xds-secure-port", "0", *extra,
+            "--collector-port", "0", "--xds-port", "0", "--xds-secure-port", "0", *extra,
         ]  # fmt: skip
         self.env = {**os.environ, **(env or {})}
         self.stdout: list[str] = []
@@ -94,6 +94,10 @@ class MeshloopProcess:
     @property
     def collector_port(self) -> int:
         return int(self.endpoints["collector"].rsplit(":", 1)[1])
+
+    @property
+    def xds_port(self) -> int:
+        return int(self.endpoints["xDS"].rsplit(":", 1)[1])
 
     def query(self, sql: str) -> str:
         """Run ``sql`` through the ClickHouse HTTP interface; return the TSV body."""

@@ -68,8 +68,13 @@ class Reply:
     body: bytes
 
 
-def request(server: Server, params: dict[str, str] | None = None, body: bytes | None = None,
-            headers: dict[str, str] | None = None, path: str = "") -> Reply:
+def request(
+    server: Server,
+    params: dict[str, str] | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    path: str = "",
+) -> Reply:
     url = server.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
     req = urllib.request.Request(url, data=body, headers=headers or {})
     try:
@@ -112,7 +117,10 @@ def test_ping_root_and_replicas_status(server):
 def test_curl_syntax_error_is_clickhouse_error(server):
     out = subprocess.run(
         ["curl", "-sS", "-i", "--data-binary", "SELEC 1", server.url],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     head, _, body = out.partition("\n\n")  # text mode turned CRLF into LF
     assert head.startswith("HTTP/1.1 400")  # ClickHouse maps SYNTAX_ERROR to 400
@@ -123,8 +131,7 @@ def test_curl_syntax_error_is_clickhouse_error(server):
 
 def test_clickhouse_connect_round_trip(server, db):
     client = server.client(database=db)
-    client.command("CREATE TABLE t (id UInt64, name String, v Float64) "
-                   "ENGINE = MergeTree ORDER BY id")
+    client.command("CREATE TABLE t (id UInt64, name String, v Float64) ENGINE = MergeTree ORDER BY id")
     client.insert("t", [[1, "a", 0.5], [2, "b", 1.5]], column_names=["id", "name", "v"])
     assert client.command("SELECT count() FROM t") == 2
     assert client.query("SELECT id, name FROM t ORDER BY id").result_rows == [(1, "a"), (2, "b")]
@@ -138,22 +145,20 @@ def test_clickhouse_connect_round_trip(server, db):
 
 def test_clickhouse_connect_million_rows(server, db):
     client = server.client(database=db)
-    client.command("CREATE TABLE big (id UInt64, v Float64, tag String) "
-                   "ENGINE = MergeTree ORDER BY id")
+    client.command("CREATE TABLE big (id UInt64, v Float64, tag String) ENGINE = MergeTree ORDER BY id")
     n = 1_000_000
     ids = np.arange(n, dtype=np.uint64)
     start = time.perf_counter()
     client.insert_df("big", pd.DataFrame({"id": ids, "v": ids * 0.5, "tag": ["df"] * n}))
     df_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    client.insert_arrow("big", pa.table({"id": ids + n, "v": (ids + n) * 0.5,
-                                         "tag": pa.array(["arrow"] * n)}))
+    client.insert_arrow(
+        "big", pa.table({"id": ids + n, "v": (ids + n) * 0.5, "tag": pa.array(["arrow"] * n)})
+    )
     arrow_seconds = time.perf_counter() - start
-    rows = client.query("SELECT tag, count(), sum(id), sum(v) FROM big GROUP BY tag "
-                        "ORDER BY tag").result_rows
+    rows = client.query("SELECT tag, count(), sum(id), sum(v) FROM big GROUP BY tag ORDER BY tag").result_rows
     total = n * (n - 1) // 2
-    assert rows == [("arrow", n, total + n * n, (total + n * n) * 0.5),
-                    ("df", n, total, total * 0.5)]
+    assert rows == [("arrow", n, total + n * n, (total + n * n) * 0.5), ("df", n, total, total * 0.5)]
     back = client.query_arrow("SELECT id FROM big WHERE tag = 'df' ORDER BY id")
     assert back.num_rows == n and back.column("id")[-1].as_py() == n - 1
     print(f"1M rows: insert_df {df_seconds:.2f}s, insert_arrow {arrow_seconds:.2f}s")
@@ -166,9 +171,7 @@ def test_query_parameters(server):
     reply = request(server, {"query": "SELECT {a:Array(UInt8)}", "param_a": "[1,2]"})
     assert (reply.status, reply.body) == (200, b"[1,2]\n")
     form_client = server.client(form_encode_query_params=True)  # multipart/form-data body
-    assert form_client.query("SELECT {s:String}", parameters={"s": "form"}).result_rows == [
-        ("form",)
-    ]
+    assert form_client.query("SELECT {s:String}", parameters={"s": "form"}).result_rows == [("form",)]
 
 
 def test_password_auth(server):
@@ -179,8 +182,9 @@ def test_password_auth(server):
     reply = request(server, {"query": "SELECT 1", "user": "alice", "password": "nope"})
     assert reply.status == 403
     assert reply.headers["X-ClickHouse-Exception-Code"] == "516"
-    reply = request(server, {"query": "SELECT 1"},
-                    headers={"X-ClickHouse-User": "alice", "X-ClickHouse-Key": "s3cret"})
+    reply = request(
+        server, {"query": "SELECT 1"}, headers={"X-ClickHouse-User": "alice", "X-ClickHouse-Key": "s3cret"}
+    )
     assert (reply.status, reply.body) == (200, b"1\n")
 
 
@@ -260,8 +264,9 @@ def test_insert_formats_and_encodings(server, db, fmt, data, encoding):
     server.store.command(f"CREATE TABLE {db}.t (a UInt8, s String) ENGINE = MergeTree ORDER BY a")
     headers = {} if encoding == "identity" else {"Content-Encoding": encoding}
     # statement in the URL, data in the body
-    reply = request(server, {"query": f"INSERT INTO t FORMAT {fmt}", "database": db},
-                    _encode(data, encoding), headers)
+    reply = request(
+        server, {"query": f"INSERT INTO t FORMAT {fmt}", "database": db}, _encode(data, encoding), headers
+    )
     assert reply.status == 200, reply.body
     assert json.loads(reply.headers["X-ClickHouse-Summary"])["written_rows"] == "2"
     # statement and data both in the body
@@ -276,8 +281,7 @@ def test_bad_insert_data_and_bad_encoding(server, db):
     reply = request(server, {"query": f"INSERT INTO {db}.t FORMAT CSV"}, b"1\nnot-a-number\n")
     assert reply.status == 400 and reply.headers["X-ClickHouse-Exception-Code"] == "117"
     assert reply.body.startswith(b"Code: 117. DB::Exception") and b"(INCORRECT_DATA)" in reply.body
-    reply = request(server, {"query": f"INSERT INTO {db}.t FORMAT CSV"}, b"1\n",
-                    {"Content-Encoding": "gzip"})
+    reply = request(server, {"query": f"INSERT INTO {db}.t FORMAT CSV"}, b"1\n", {"Content-Encoding": "gzip"})
     assert reply.headers["X-ClickHouse-Exception-Code"] == "271"
     reply = request(server, {"query": "SELECT 1"}, b"", {"Content-Encoding": "snappy"})
     assert reply.headers["X-ClickHouse-Exception-Code"] == "89"
@@ -308,14 +312,20 @@ def test_database_param_and_query_split(server, db):
 def test_response_compression(server):
     sql = "SELECT number FROM numbers(1000)"
     expected = b"".join(b"%d\n" % i for i in range(1000))
-    for encoding, decode in [("gzip", gzip.decompress), ("lz4", lz4.frame.decompress),
-                             ("zstd", zstd.decompress), ("deflate", zlib.decompress)]:
-        reply = request(server, {"query": sql, "enable_http_compression": "1"},
-                        headers={"Accept-Encoding": encoding})
+    for encoding, decode in [
+        ("gzip", gzip.decompress),
+        ("lz4", lz4.frame.decompress),
+        ("zstd", zstd.decompress),
+        ("deflate", zlib.decompress),
+    ]:
+        reply = request(
+            server, {"query": sql, "enable_http_compression": "1"}, headers={"Accept-Encoding": encoding}
+        )
         assert reply.headers["Content-Encoding"] == encoding
         assert decode(reply.body) == expected
-    reply = request(server, {"query": sql, "enable_http_compression": "0"},
-                    headers={"Accept-Encoding": "gzip"})
+    reply = request(
+        server, {"query": sql, "enable_http_compression": "0"}, headers={"Accept-Encoding": "gzip"}
+    )
     assert "Content-Encoding" not in reply.headers and reply.body == expected
 
 
@@ -324,8 +334,10 @@ def test_ping_answers_during_a_long_query(server):
     sql = f"SELECT sleepEachRow(0.5), '{marker}' FROM numbers(4) SETTINGS max_block_size = 1"
     worker = threading.Thread(target=request, args=(server, {"query": sql}))
     worker.start()
-    probe = ("SELECT count() FROM system.processes "
-             f"WHERE query LIKE '%{marker}%' AND query NOT LIKE '%system.processes%'")
+    probe = (
+        "SELECT count() FROM system.processes "
+        f"WHERE query LIKE '%{marker}%' AND query NOT LIKE '%system.processes%'"
+    )
     deadline = time.monotonic() + 10
     while request(server, {"query": probe}).body != b"1\n":
         assert time.monotonic() < deadline, "the long query never showed up in system.processes"

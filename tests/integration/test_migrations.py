@@ -22,6 +22,8 @@ from tests.unit.test_schema import (
 
 pytestmark = pytest.mark.integration
 
+LATEST = migrations("latest")[-1].version
+
 EXPECTED_TABLES = {
     "access_logs": "MergeTree",
     "otel_logs": "MergeTree",
@@ -36,6 +38,7 @@ EXPECTED_TABLES = {
     "access_log_windows": "SummingMergeTree",
     "access_log_windows_1m": "SummingMergeTree",
     "access_log_windows_1m_mv": "MaterializedView",
+    "xds_events": "MergeTree",
     "schema_migrations": "ReplacingMergeTree",
 }
 MAP = "Map(LowCardinality(String), String)"
@@ -89,18 +92,18 @@ def test_migrate_creates_every_table(embedded_store: EmbeddedStore) -> None:
     store = embedded_store
     messages: list[str] = []
     report = migrate(store, progress=messages.append)
-    assert report.applied == (1, 2, 3, 4)
-    assert (report.previous_version, report.version) == (0, 4)
+    assert report.applied == tuple(range(1, LATEST + 1))
+    assert (report.previous_version, report.version) == (0, LATEST)
     assert tables(store) == EXPECTED_TABLES
     assert messages == [
         "applying migration 1 (access logs)",
         "applying migration 2 (otel tables)",
         "applying migration 3 (otel metrics)",
         "applying migration 4 (access log windows)",
+        "applying migration 5 (xds events)",
     ]
     recorded = store.query_rows(
-        f"SELECT version, name, checksum FROM {store.database}.schema_migrations FINAL "
-        "ORDER BY version"
+        f"SELECT version, name, checksum FROM {store.database}.schema_migrations FINAL ORDER BY version"
     )
     assert recorded == [(m.version, m.name, m.checksum) for m in migrations(store.database)]
 
@@ -127,7 +130,7 @@ def test_second_migrate_applies_and_changes_nothing(embedded_store: EmbeddedStor
     before_rows = store.query_rows(f"SELECT count() FROM {store.database}.schema_migrations")
     report = migrate(store, ttl_days=7)
     assert report.applied == ()
-    assert (report.previous_version, report.version) == (4, 4)
+    assert (report.previous_version, report.version) == (LATEST, LATEST)
     after_tables = store.query_rows(
         "SELECT name, engine, create_table_query FROM system.tables "
         "WHERE database = {db:String} ORDER BY name",
@@ -135,7 +138,7 @@ def test_second_migrate_applies_and_changes_nothing(embedded_store: EmbeddedStor
     )
     assert after_tables == before_tables
     after_rows = store.query_rows(f"SELECT count() FROM {store.database}.schema_migrations")
-    assert after_rows == before_rows == [(4,)]
+    assert after_rows == before_rows == [(LATEST,)]
 
 
 def test_a_newer_schema_is_refused(embedded_store: EmbeddedStore) -> None:
@@ -150,7 +153,7 @@ def test_a_newer_schema_is_refused(embedded_store: EmbeddedStore) -> None:
         migrate(store)
     message = str(excinfo.value)
     assert f"database {store.database} is at schema version 99" in message
-    assert "knows only up to 4; upgrade meshloop" in message
+    assert f"knows only up to {LATEST}; upgrade meshloop" in message
 
 
 def test_missing_migrations_are_applied_in_order(embedded_store: EmbeddedStore) -> None:

@@ -61,9 +61,13 @@ def _same(got: pl.DataFrame, expected: pl.DataFrame) -> None:
 def test_windows_tables_exist_with_their_engines(embedded_store: EmbeddedStore) -> None:
     store = embedded_store
     migrate(store, ttl_days=0)  # T0 is a fixed past date: no TTL to drop it
-    rows = dict(store.query_rows(
-        "SELECT name, engine FROM system.tables WHERE database = {db:String} "
-        "AND name LIKE 'access_log_windows%'", {"db": store.database}))
+    rows = dict(
+        store.query_rows(
+            "SELECT name, engine FROM system.tables WHERE database = {db:String} "
+            "AND name LIKE 'access_log_windows%'",
+            {"db": store.database},
+        )
+    )
     assert rows == {
         "access_log_windows": "SummingMergeTree",
         "access_log_windows_1m": "SummingMergeTree",
@@ -84,7 +88,8 @@ def test_replayed_batch_is_counted_once_in_both_tables(embedded_store: EmbeddedS
     _same(by_key(store, "access_log_windows"), as_stored(both))
     _same(by_key(store, "access_log_windows_1m"), as_stored(both, minute=True))
     minutes = store.query_rows(
-        f"SELECT countIf(toSecond(Window) != 0) FROM {store.database}.access_log_windows_1m")
+        f"SELECT countIf(toSecond(Window) != 0) FROM {store.database}.access_log_windows_1m"
+    )
     assert minutes == [(0,)]
     store.command(f"OPTIMIZE TABLE {store.database}.access_log_windows FINAL")
     _same(by_key(store, "access_log_windows"), as_stored(both))
@@ -123,8 +128,11 @@ def test_windows_summed_in_sql_equal_direct_aggregation(embedded_store: Embedded
     end = pl.col("Timestamp").cast(pl.Int64) + pl.col("Duration").cast(pl.Int64)
     direct = (
         final.group_by(Minute=(end // (60 * S)) * 60, Dest=pl.col("DestinationService"))
-        .agg(pl.len().alias("n"), (pl.col("ResponseCode") >= 500).sum().alias("e5"),
-             pl.col("Duration").sum().alias("d"))
+        .agg(
+            pl.len().alias("n"),
+            (pl.col("ResponseCode") >= 500).sum().alias("e5"),
+            pl.col("Duration").sum().alias("d"),
+        )
         .sort("Minute", "Dest")
     )
     stored = store.query_df(
@@ -153,7 +161,8 @@ def test_sql_percentiles_match_the_python_helper(embedded_store: EmbeddedStore, 
         {"start": start, "end": end},
     )
     in_range = as_stored(partials, minute=table.endswith("_1m")).filter(
-        pl.col("Window").cast(pl.Int64).is_between(start * S, end * S, closed="left"))
+        pl.col("Window").cast(pl.Int64).is_between(start * S, end * S, closed="left")
+    )
     expected = (
         in_range.group_by("DestinationService", "SourceWorkload")
         .agg(pl.col(BUCKET_COLUMNS).sum())

@@ -18,7 +18,11 @@ from meshloop.accesslog.schema import check_frame
 
 STREAM = StreamIdentity(
     "sidecar~10.1.2.3~productpage-v1-abc.default~default.svc.cluster.local",
-    "productpage.default", "productpage-v1", "default", "v1", "mesh-als",
+    "productpage.default",
+    "productpage-v1",
+    "default",
+    "v1",
+    "mesh-als",
 )
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -37,9 +41,15 @@ def full_http() -> al.HTTPAccessLogEntry:
     c.upstream_remote_address.CopyFrom(_addr("fd00::9", 9080))
     c.upstream_local_address.CopyFrom(_addr("10.1.2.3", 40000))
     for i, name in enumerate(
-        ["time_to_last_rx_byte", "time_to_first_upstream_tx_byte", "time_to_last_upstream_tx_byte",
-         "time_to_first_upstream_rx_byte", "time_to_last_upstream_rx_byte",
-         "time_to_first_downstream_tx_byte", "time_to_last_downstream_tx_byte"]
+        [
+            "time_to_last_rx_byte",
+            "time_to_first_upstream_tx_byte",
+            "time_to_last_upstream_tx_byte",
+            "time_to_first_upstream_rx_byte",
+            "time_to_last_upstream_rx_byte",
+            "time_to_first_downstream_tx_byte",
+            "time_to_last_downstream_tx_byte",
+        ]
     ):
         getattr(c, name).FromNanoseconds(1000 * (i + 1))
     c.duration.FromNanoseconds(9_000)
@@ -116,7 +126,10 @@ def test_full_http_entry():
     assert row["SourcePrincipal"] == "spiffe://cluster.local/ns/shop/sa/cart"
     assert (row["SourceWorkload"], row["SourceNamespace"]) == ("cart", "shop")
     assert (row["DestinationService"], row["DestinationSubset"], row["DestinationPort"]) == (
-        "reviews.default.svc.cluster.local", "v2", 9080)
+        "reviews.default.svc.cluster.local",
+        "v2",
+        9080,
+    )
     assert (row["TlsVersion"], row["TlsCipherSuite"]) == ("TLSv1_3", "TLS_AES_128_GCM_SHA256")
     assert row["Duration"] == 9_000 and row["TimeToLastDownstreamTxByte"] == 7_000
     assert row["BatchId"] == "b-1" and row["LogName"] == "mesh-als" and row["LogKind"] == "http"
@@ -160,6 +173,7 @@ def test_several_flags_keep_bit_order():
     def build(e):
         e.common_properties.response_flags.no_cluster_found = True
         e.common_properties.response_flags.upstream_connection_failure = True
+
     row = both([http_batch(_with(build))]).row(0, named=True)
     assert row["ResponseFlags"] == ["UF", "NC"]
 
@@ -189,8 +203,10 @@ def test_trace_context(headers, expected):
 @pytest.mark.parametrize(
     ("cluster", "expected"),
     [
-        ("outbound|9080|v2|reviews.default.svc.cluster.local",
-         ("reviews.default.svc.cluster.local", "v2", 9080, "productpage-v1")),
+        (
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            ("reviews.default.svc.cluster.local", "v2", 9080, "productpage-v1"),
+        ),
         ("inbound|9080||", ("reviews", "", 9080, "")),
         ("plain-cluster", ("plain-cluster", "", 0, "")),
         ("outbound|70000|v1|x", ("x", "v1", 0, "productpage-v1")),
@@ -201,6 +217,7 @@ def test_istio_cluster_names(cluster, expected):
     def build(e):
         e.common_properties.upstream_cluster = cluster
         e.request.authority = "reviews:9080"
+
     row = both([http_batch(_with(build))]).row(0, named=True)
     got = (row["DestinationService"], row["DestinationSubset"], row["DestinationPort"], row["SourceWorkload"])
     assert got == expected
@@ -211,6 +228,7 @@ def test_spiffe_peer_without_istio_shape_is_principal_only():
         sans = e.common_properties.tls_properties.peer_certificate_properties.subject_alt_name
         sans.add(uri="spiffe://td/workload/x")
         e.common_properties.upstream_cluster = "inbound|9080||"
+
     row = both([http_batch(_with(build))]).row(0, named=True)
     assert row["SourcePrincipal"] == "spiffe://td/workload/x"
     assert (row["SourceWorkload"], row["SourceNamespace"]) == ("", "")
@@ -243,25 +261,36 @@ def test_decode_error_names_message_and_offset():
 # --- properties -----------------------------------------------------------------------
 _text = st.text(max_size=12)
 _hex = st.text("0123456789abcdef", min_size=16, max_size=32)
-_ns = st.one_of(st.none(), st.integers(-10**6, 10**13))
+_ns = st.one_of(st.none(), st.integers(-(10**6), 10**13))
 
 
 @st.composite
 def _common(draw, c):
-    for name in ("time_to_last_rx_byte", "time_to_first_upstream_rx_byte",
-                 "time_to_last_downstream_tx_byte", "duration"):
+    for name in (
+        "time_to_last_rx_byte",
+        "time_to_first_upstream_rx_byte",
+        "time_to_last_downstream_tx_byte",
+        "duration",
+    ):
         value = draw(_ns)
         if value is not None:
             getattr(c, name).FromNanoseconds(value)
     c.start_time.FromNanoseconds(draw(st.integers(0, 2**62)))
-    c.upstream_cluster = draw(st.one_of(
-        _text,
-        st.builds("|".join, st.lists(st.sampled_from(["inbound", "outbound", "9080", "v1", "", "h.ns"]),
-                                     min_size=4, max_size=4)),
-    ))
+    c.upstream_cluster = draw(
+        st.one_of(
+            _text,
+            st.builds(
+                "|".join,
+                st.lists(
+                    st.sampled_from(["inbound", "outbound", "9080", "v1", "", "h.ns"]), min_size=4, max_size=4
+                ),
+            ),
+        )
+    )
     if draw(st.booleans()):
-        c.upstream_remote_address.CopyFrom(_addr(draw(st.sampled_from(["10.0.0.1", "::1", ""])),
-                                                 draw(st.integers(0, 65535))))
+        c.upstream_remote_address.CopyFrom(
+            _addr(draw(st.sampled_from(["10.0.0.1", "::1", ""])), draw(st.integers(0, 65535)))
+        )
     for field, _code in codes.RESPONSE_FLAGS:
         if draw(st.integers(0, 9)) == 0:
             if field == codes.UNAUTHORIZED_FLAG:
@@ -273,8 +302,9 @@ def _common(draw, c):
         if draw(st.booleans()):
             c.tls_properties.tls_cipher_suite.value = draw(st.sampled_from([0x1301, 0xC02F, 0xBEEF]))
         sans = c.tls_properties.peer_certificate_properties.subject_alt_name
-        for uri in draw(st.lists(st.sampled_from(["spiffe://td/ns/a/sa/b", "spiffe://x", "urn:x", ""]),
-                                 max_size=2)):
+        for uri in draw(
+            st.lists(st.sampled_from(["spiffe://td/ns/a/sa/b", "spiffe://x", "urn:x", ""]), max_size=2)
+        ):
             sans.add(uri=uri)
     c.access_log_type = draw(st.integers(0, 20))
     c.stream_id = draw(_text)
@@ -307,10 +337,15 @@ def tcp_entries(draw):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(
-    st.lists(http_entries(), max_size=4).map(lambda es: http_batch(*es)),
-    st.lists(tcp_entries(), max_size=3).map(lambda es: tcp_batch(*es)),
-), max_size=4))
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(http_entries(), max_size=4).map(lambda es: http_batch(*es)),
+            st.lists(tcp_entries(), max_size=3).map(lambda es: tcp_batch(*es)),
+        ),
+        max_size=4,
+    )
+)
 def test_random_entries_decode_like_the_reference(payloads):
     both(payloads)
 

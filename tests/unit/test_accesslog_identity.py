@@ -17,7 +17,8 @@ from meshloop.accesslog.identity import (
 
 ISTIO_ID = "sidecar~10.1.2.3~reviews-v2-abc.default~default.svc.cluster.local"
 LABELS = {
-    "app": "reviews", "version": "v2",
+    "app": "reviews",
+    "version": "v2",
     "service.istio.io/canonical-name": "reviews-canonical",
     "service.istio.io/canonical-revision": "v2-canonical",
 }
@@ -27,9 +28,12 @@ LABELS = {
     ("node_id", "cluster", "metadata", "expected"),
     [
         # Full Istio metadata wins.
-        (ISTIO_ID, "reviews.default", {"WORKLOAD_NAME": "reviews-v2", "NAMESPACE": "bookinfo",
-                                       "LABELS": LABELS},
-         ("reviews-v2", "bookinfo", "v2-canonical")),
+        (
+            ISTIO_ID,
+            "reviews.default",
+            {"WORKLOAD_NAME": "reviews-v2", "NAMESPACE": "bookinfo", "LABELS": LABELS},
+            ("reviews-v2", "bookinfo", "v2-canonical"),
+        ),
         # No WORKLOAD_NAME: canonical name, then app label.
         (ISTIO_ID, "", {"LABELS": LABELS}, ("reviews-canonical", "default", "v2-canonical")),
         (ISTIO_ID, "", {"LABELS": {"app": "reviews", "version": "v3"}}, ("reviews", "default", "v3")),
@@ -65,13 +69,19 @@ def test_identity_from_identifier_reads_node_metadata_struct():
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("outbound|9080|v2|reviews.default.svc.cluster.local",
-         ClusterName("outbound", 9080, "v2", "reviews.default.svc.cluster.local")),
-        ("outbound|9080||reviews.default.svc.cluster.local",
-         ClusterName("outbound", 9080, "", "reviews.default.svc.cluster.local")),
+        (
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            ClusterName("outbound", 9080, "v2", "reviews.default.svc.cluster.local"),
+        ),
+        (
+            "outbound|9080||reviews.default.svc.cluster.local",
+            ClusterName("outbound", 9080, "", "reviews.default.svc.cluster.local"),
+        ),
         ("inbound|9080||", ClusterName("inbound", 9080, "", "")),
-        ("inbound|8080|http|reviews.default.svc.cluster.local",
-         ClusterName("inbound", 8080, "http", "reviews.default.svc.cluster.local")),
+        (
+            "inbound|8080|http|reviews.default.svc.cluster.local",
+            ClusterName("inbound", 8080, "http", "reviews.default.svc.cluster.local"),
+        ),
         ("outbound|99999|v1|x", ClusterName("outbound", 0, "v1", "x")),  # not a port
         ("outbound|http|v1|x", ClusterName("outbound", 0, "v1", "x")),
         ("reviews", ClusterName("", 0, "", "reviews")),  # not an Istio name
@@ -87,8 +97,11 @@ def test_parse_cluster_name(name, expected):
 @pytest.mark.parametrize(
     ("cluster", "authority", "expected"),
     [
-        ("outbound|9080|v2|reviews.default.svc.cluster.local", "x",
-         ("reviews.default.svc.cluster.local", "v2", 9080)),
+        (
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            "x",
+            ("reviews.default.svc.cluster.local", "v2", 9080),
+        ),
         ("inbound|9080||", "reviews:9080", ("reviews", "", 9080)),
         ("inbound|9080||", "[::1]:9080", ("[::1]", "", 9080)),
         ("reviews", "reviews:9080", ("reviews", "", 0)),

@@ -91,8 +91,7 @@ def test_parse_params_splits_roles():
     assert params.query == "SELECT 1"
     assert (params.database, params.default_format, params.query_id) == ("db", "JSON", "q1")
     assert params.bind == {"x": "5"}
-    assert params.settings == (("max_result_rows", "10"), ("readonly", "1"),
-                               ("max_result_rows", "20"))
+    assert params.settings == (("max_result_rows", "10"), ("readonly", "1"), ("max_result_rows", "20"))
     assert params.setting("max_result_rows") == "20"
     assert params.setting("absent") is None
 
@@ -110,10 +109,7 @@ def test_parse_params_defaults_and_refusals():
 
 def test_set_statement_quotes_values():
     assert set_statement(()) is None
-    assert (
-        set_statement((("a", "1"), ("b", "it's \\x")))
-        == "SET a = '1', b = 'it\\'s \\\\x'"
-    )
+    assert set_statement((("a", "1"), ("b", "it's \\x"))) == "SET a = '1', b = 'it\\'s \\\\x'"
     assert quote_identifier("we`ird") == "`we\\`ird`"
 
 
@@ -136,8 +132,10 @@ def test_statement_kind(sql, kind):
         ("INSERT INTO t FORMAT CSV\n1,2\n", InsertShape("INSERT INTO t", "CSV", 25)),
         ("INSERT INTO t (a, b) FORMAT Native", InsertShape("INSERT INTO t (a, b)", "Native", 34)),
         ("insert into t format TSV  \r\n\n1", InsertShape("insert into t", "TSV", 28)),
-        ("INSERT INTO t SETTINGS x=1 FORMAT JSONEachRow {}",
-         InsertShape("INSERT INTO t SETTINGS x=1", "JSONEachRow", 46)),
+        (
+            "INSERT INTO t SETTINGS x=1 FORMAT JSONEachRow {}",
+            InsertShape("INSERT INTO t SETTINGS x=1", "JSONEachRow", 46),
+        ),
         ("INSERT INTO t VALUES (1, 'FORMAT x')", InsertShape("INSERT INTO t", "Values", 20)),
         ("INSERT INTO `FORMAT` FORMAT CSV", InsertShape("INSERT INTO `FORMAT`", "CSV", 31)),
         ("INSERT INTO t SELECT 1 FORMAT CSV", None),
@@ -171,8 +169,18 @@ def test_output_format(sql, fmt):
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [(62, 400), (27, 400), (60, 404), (115, 404), (516, 403), (194, 401), (164, 500),
-     (48, 501), (1001, 500), (None, 500)],
+    [
+        (62, 400),
+        (27, 400),
+        (60, 404),
+        (115, 404),
+        (516, 403),
+        (194, 401),
+        (164, 500),
+        (48, 501),
+        (1001, 500),
+        (None, 500),
+    ],
 )
 def test_http_status_follows_clickhouse(code, status):
     assert http_status(code) == status

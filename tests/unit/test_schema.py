@@ -99,8 +99,10 @@ def test_otel_logs_keys_codecs_and_indexes_match_the_exporter() -> None:
     (ddl,) = schema.otel_logs_ddl("db", None, 0)
     assert "PARTITION BY toDate(Timestamp)" in ddl
     assert "ORDER BY (toStartOfFiveMinutes(Timestamp), ServiceName, Timestamp)" in ddl
-    assert "`Timestamp` DateTime64(9) COMMENT 'Event timestamp with nanosecond precision' " \
+    assert (
+        "`Timestamp` DateTime64(9) COMMENT 'Event timestamp with nanosecond precision' "
         "CODEC(Delta(8), ZSTD(1))" in ddl
+    )
     assert "MATERIALIZED ResourceAttributes['k8s.pod.uid']" in ddl
     assert indexes_of(ddl) == [
         "idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1",
@@ -168,16 +170,13 @@ def test_access_logs_has_the_required_columns_keys_and_indexes() -> None:
     [(30, "TTL toDateTime(Timestamp) + toIntervalDay(30)"), (7, "toIntervalDay(7)"), (0, None)],
 )
 def test_ttl_on_and_off(ttl_days: int, expected: str | None) -> None:
-    everything = "\n".join(
-        s for m in migrations("db", None, ttl_days) for s in m.statements
-    )
+    everything = "\n".join(s for m in migrations("db", None, ttl_days) for s in m.statements)
     if expected is None:
         assert "TTL " not in everything
     else:
         assert expected in everything
         # every MergeTree table carries one TTL clause
-        tables = [s for m in migrations("db", None, ttl_days) for s in m.statements
-                  if "ENGINE = " in s]
+        tables = [s for m in migrations("db", None, ttl_days) for s in m.statements if "ENGINE = " in s]
         assert all("TTL " in s for s in tables)
 
 
@@ -194,7 +193,7 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
     assert all(" ON CLUSTER prod" in s.splitlines()[0] for s in statements)
     local = [s for s in statements if "ENGINE = Replicated" in s]
     distributed = [s for s in statements if "ENGINE = Distributed" in s]
-    assert len(local) == len(distributed) == 11
+    assert len(local) == len(distributed) == 12
     (access_local,) = [s for s in local if "meshdb.access_logs_local" in s]
     assert (
         "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/meshdb/access_logs_local', "
@@ -222,7 +221,7 @@ def test_render_sql_without_a_cluster_is_the_single_node_schema() -> None:
     text = render_cluster_sql("meshdb", None, 30)
     assert "CREATE DATABASE IF NOT EXISTS meshdb;" in text
     assert "ON CLUSTER" not in text and "Distributed" not in text
-    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 11
+    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 12
 
 
 def test_render_cluster_sql_includes_bootstrap_and_every_migration() -> None:
@@ -232,14 +231,13 @@ def test_render_cluster_sql_includes_bootstrap_and_every_migration() -> None:
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/all/meshdb/schema_migrations'" in text
     for migration in migrations("meshdb", "prod", 14):
         assert f"-- migration {migration.version}: {migration.name}" in text
-    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 22
+    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 24
     assert "toIntervalDay(14)" in text
 
 
 @pytest.mark.parametrize(
     ("database", "cluster"),
-    [("bad-name", None), ("db; DROP TABLE x", None), ("1db", None), ("db", "c 1"),
-     ("db", "c'"), ("", None)],
+    [("bad-name", None), ("db; DROP TABLE x", None), ("1db", None), ("db", "c 1"), ("db", "c'"), ("", None)],
 )
 def test_bad_identifiers_are_rejected(database: str, cluster: str | None) -> None:
     with pytest.raises(ValueError, match="not a plain identifier"):
@@ -256,8 +254,7 @@ def test_bad_ttl_is_rejected(ttl_days: object) -> None:
 
 def test_migration_versions_strictly_increase_and_checksums_differ() -> None:
     found = migrations("db", None, 30)
-    assert [m.version for m in found] == [1, 2, 3, 4]
-    assert len({m.checksum for m in found}) == 4
+    assert [m.version for m in found] == [1, 2, 3, 4, 5]
+    assert len({m.checksum for m in found}) == 5
     assert found[0].checksum != migrations("db", None, 7)[0].checksum
-    assert all(s.startswith("CREATE") and "IF NOT EXISTS" in s
-               for m in found for s in m.statements)
+    assert all(s.startswith("CREATE") and "IF NOT EXISTS" in s for m in found for s in m.statements)

@@ -28,7 +28,8 @@ def test_single_node_window_tables_and_view() -> None:
         assert cols["Window"] == "DateTime"
         assert cols["ResponseClass"] == "UInt8" and cols["HasResponseFlags"] == "Bool"
         assert [c for c in cols if c.startswith("B") and c[1:].isdigit()] == list(
-            schema.LATENCY_BUCKET_COLUMNS)
+            schema.LATENCY_BUCKET_COLUMNS
+        )
         assert cols["LatencyBuckets"] == "Array(UInt64)"
     assert "TO db.access_log_windows_1m\n" in view
     assert "FROM db.access_log_windows\n" in view

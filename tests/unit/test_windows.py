@@ -78,21 +78,21 @@ def random_access_logs(n: int, seed: int = 0, start_ns: int = T0, span_s: int = 
     codes = ["200"] * 12 + ["201", "204", "302", "404", "403", "429", "500", "503", "504", "0"]
     made = pl.select(
         Timestamp=(r(1) % (span_s * S) + start_ns).cast(pl.Int64),
-        AccessLogType=pick(2, ["DownstreamEnd"] * 17 + ["DownstreamPeriodic", "TcpConnectionEnd",
-                                                        "TcpPeriodic"]),
+        AccessLogType=pick(
+            2, ["DownstreamEnd"] * 17 + ["DownstreamPeriodic", "TcpConnectionEnd", "TcpPeriodic"]
+        ),
         ReporterNamespace=pick(3, ["default", "shop"]),
         ReporterWorkload=pick(4, ["reviews-v1", "reviews-v2", "productpage-v1"]),
         SourceNamespace=pick(5, ["default", "shop"]),
         SourceWorkload=pick(6, ["productpage", "gateway", "ratings"]),
-        DestinationService=pick(7, ["reviews.default.svc.cluster.local",
-                                    "ratings.shop.svc.cluster.local"]),
+        DestinationService=pick(7, ["reviews.default.svc.cluster.local", "ratings.shop.svc.cluster.local"]),
         DestinationSubset=pick(8, ["", "v1", "v2"]),
-        UpstreamCluster=pick(9, ["outbound|9080|v1|reviews.default.svc.cluster.local",
-                                 "inbound|9080||"]),
+        UpstreamCluster=pick(9, ["outbound|9080|v1|reviews.default.svc.cluster.local", "inbound|9080||"]),
         Duration=(r(10) % 1_000_000) * pl.lit(2, pl.UInt64).pow(r(11) % 17),
         ResponseCode=pick(12, codes).cast(pl.UInt16),
         ResponseFlags=pick(13, ["", "", "", "", "UF", "UF,URX", "DC"])
-        .str.split(",").list.eval(pl.element().filter(pl.element() != "")),
+        .str.split(",")
+        .list.eval(pl.element().filter(pl.element() != "")),
         RequestHeadersBytes=r(14) % 2000,
         RequestBodyBytes=r(15) % 100_000,
         ResponseHeadersBytes=r(16) % 2000,
@@ -111,10 +111,12 @@ def direct_totals(df: pl.DataFrame) -> dict[str, int]:
         Requests=pl.len(),
         Errors5xx=((code >= 500) & (code < 600)).sum(),
         Errors4xx=((code >= 400) & (code < 500)).sum(),
-        BytesIn=(pl.col("RequestHeadersBytes") + pl.col("RequestBodyBytes")
-                 + pl.col("TcpReceivedBytes")).sum(),
-        BytesOut=(pl.col("ResponseHeadersBytes") + pl.col("ResponseBodyBytes")
-                  + pl.col("TcpSentBytes")).sum(),
+        BytesIn=(
+            pl.col("RequestHeadersBytes") + pl.col("RequestBodyBytes") + pl.col("TcpReceivedBytes")
+        ).sum(),
+        BytesOut=(
+            pl.col("ResponseHeadersBytes") + pl.col("ResponseBodyBytes") + pl.col("TcpSentBytes")
+        ).sum(),
         DurationSumNs=pl.col("Duration").sum(),
     ).row(0, named=True)
     return {k: int(v or 0) for k, v in row.items()}
@@ -143,9 +145,20 @@ B = HISTOGRAM_BOUNDS_NS
 @pytest.mark.parametrize(
     ("duration_ns", "bucket"),
     [
-        (0, 0), (1, 0), (B[0], 0), (B[0] + 1, 1), (B[1], 1), (B[1] + 1, 2),
-        (B[4], 4), (1 * MS, 4), (B[33] - 1, 33), (B[33], 33), (B[33] + 1, 34),
-        (B[68], 68), (B[68] + 1, 69), (3600 * S, 69),
+        (0, 0),
+        (1, 0),
+        (B[0], 0),
+        (B[0] + 1, 1),
+        (B[1], 1),
+        (B[1] + 1, 2),
+        (B[4], 4),
+        (1 * MS, 4),
+        (B[33] - 1, 33),
+        (B[33], 33),
+        (B[33] + 1, 34),
+        (B[68], 68),
+        (B[68] + 1, 69),
+        (3600 * S, 69),
     ],
 )
 def test_bucket_upper_bounds_are_inclusive(duration_ns: int, bucket: int) -> None:
@@ -184,18 +197,21 @@ def test_response_class_and_flag_presence(
 
 
 def test_one_row_per_window_and_edge_with_sums() -> None:
-    df = access_logs({
-        "Timestamp": [T0, T0 + 300 * MS, T0 + 900 * MS, T0 + 100 * MS, T0 + 2 * S],
-        "Duration": [10 * MS, 20 * MS, 200 * MS, 5 * MS, 1 * MS],
-        "DestinationService": ["a", "a", "a", "b", "a"],
-        "RequestBodyBytes": [1, 2, 4, 8, 16],
-        "RequestHeadersBytes": [100, 100, 100, 100, 100],
-        "ResponseBodyBytes": [10, 20, 40, 80, 160],
-        "TcpSentBytes": [0, 0, 0, 1000, 0],
-    })
+    df = access_logs(
+        {
+            "Timestamp": [T0, T0 + 300 * MS, T0 + 900 * MS, T0 + 100 * MS, T0 + 2 * S],
+            "Duration": [10 * MS, 20 * MS, 200 * MS, 5 * MS, 1 * MS],
+            "DestinationService": ["a", "a", "a", "b", "a"],
+            "RequestBodyBytes": [1, 2, 4, 8, 16],
+            "RequestHeadersBytes": [100, 100, 100, 100, 100],
+            "ResponseBodyBytes": [10, 20, 40, 80, 160],
+            "TcpSentBytes": [0, 0, 0, 1000, 0],
+        }
+    )
     partials, late = window_partials(df, T0 + 3 * S, 10 * S)
-    got = partials.select("Window", "DestinationService", "Requests", "BytesIn", "BytesOut",
-                          "DurationSumNs").rows()
+    got = partials.select(
+        "Window", "DestinationService", "Requests", "BytesIn", "BytesOut", "DurationSumNs"
+    ).rows()
     w = [pl.Series([T0 + k * S]).cast(pl.Datetime("ns")).item() for k in range(3)]
     assert late == 0
     assert got == [
@@ -208,8 +224,15 @@ def test_one_row_per_window_and_edge_with_sums() -> None:
 
 
 def test_entries_that_do_not_end_a_request_are_skipped() -> None:
-    kinds = ["DownstreamEnd", "DownstreamPeriodic", "DownstreamStart", "TcpPeriodic",
-             "TcpConnectionEnd", "UpstreamEnd", "NotSet"]
+    kinds = [
+        "DownstreamEnd",
+        "DownstreamPeriodic",
+        "DownstreamStart",
+        "TcpPeriodic",
+        "TcpConnectionEnd",
+        "UpstreamEnd",
+        "NotSet",
+    ]
     df = access_logs({"Timestamp": [T0] * len(kinds), "AccessLogType": kinds})
     partials, late = window_partials(df, T0, S)
     assert (partial_totals(partials)["Requests"], late) == (4, 0)
@@ -232,8 +255,9 @@ def test_late_is_measured_from_completion(arrival: int, lateness: int, late: int
 
 
 def test_arrival_per_row() -> None:
-    df = access_logs({"Timestamp": [T0, T0, T0, T0],
-                      "AccessLogType": ["DownstreamEnd", "DownstreamPeriodic"] * 2})
+    df = access_logs(
+        {"Timestamp": [T0, T0, T0, T0], "AccessLogType": ["DownstreamEnd", "DownstreamPeriodic"] * 2}
+    )
     arrivals = pl.Series([T0 + 5 * S, T0 + 5 * S, T0, T0])
     partials, late = window_partials(df, arrivals, S)
     assert (late, partial_totals(partials)["Requests"]) == (1, 1)
@@ -254,30 +278,41 @@ def test_random_frame_totals_match_direct_aggregation() -> None:
 
 
 # --- properties -------------------------------------------------------------------------
-_entry = st.fixed_dictionaries({
-    "Timestamp": st.integers(T0, T0 + 4 * S),
-    "Duration": st.one_of(st.integers(0, 70 * S), st.sampled_from(B),
-                          st.sampled_from(B).map(lambda b: b + 1)),
-    "ResponseCode": st.sampled_from([0, 200, 204, 404, 429, 500, 503]),
-    "ResponseFlags": st.sampled_from([[], ["UF"], ["UO", "URX"]]),
-    "SourceWorkload": st.sampled_from(["a", "b"]),
-    "DestinationService": st.sampled_from(["x", "y"]),
-    "AccessLogType": st.sampled_from(["DownstreamEnd", "DownstreamEnd", "DownstreamPeriodic"]),
-    "RequestBodyBytes": st.integers(0, 10**9),
-    "ResponseBodyBytes": st.integers(0, 10**9),
-    "arrival": st.integers(T0, T0 + 80 * S),
-})
+_entry = st.fixed_dictionaries(
+    {
+        "Timestamp": st.integers(T0, T0 + 4 * S),
+        "Duration": st.one_of(
+            st.integers(0, 70 * S), st.sampled_from(B), st.sampled_from(B).map(lambda b: b + 1)
+        ),
+        "ResponseCode": st.sampled_from([0, 200, 204, 404, 429, 500, 503]),
+        "ResponseFlags": st.sampled_from([[], ["UF"], ["UO", "URX"]]),
+        "SourceWorkload": st.sampled_from(["a", "b"]),
+        "DestinationService": st.sampled_from(["x", "y"]),
+        "AccessLogType": st.sampled_from(["DownstreamEnd", "DownstreamEnd", "DownstreamPeriodic"]),
+        "RequestBodyBytes": st.integers(0, 10**9),
+        "ResponseBodyBytes": st.integers(0, 10**9),
+        "arrival": st.integers(T0, T0 + 80 * S),
+    }
+)
 
 
 def _frame(entries: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.Series]:
     columns = {k: [e[k] for e in entries] for k in _entry_keys if k != "arrival"}
-    return access_logs(columns, len(entries)), pl.Series([e["arrival"] for e in entries],
-                                                         dtype=pl.Int64)
+    return access_logs(columns, len(entries)), pl.Series([e["arrival"] for e in entries], dtype=pl.Int64)
 
 
-_entry_keys = ["Timestamp", "Duration", "ResponseCode", "ResponseFlags", "SourceWorkload",
-               "DestinationService", "AccessLogType", "RequestBodyBytes", "ResponseBodyBytes",
-               "arrival"]
+_entry_keys = [
+    "Timestamp",
+    "Duration",
+    "ResponseCode",
+    "ResponseFlags",
+    "SourceWorkload",
+    "DestinationService",
+    "AccessLogType",
+    "RequestBodyBytes",
+    "ResponseBodyBytes",
+    "arrival",
+]
 _lateness = st.sampled_from([0, S // 2, 5 * S, 100 * S])
 
 
@@ -288,11 +323,13 @@ def test_requests_are_the_final_entries_not_late(entries: list[dict[str, Any]], 
     partials, late = window_partials(df, arrival, lateness)
     ends = [e["Timestamp"] + e["Duration"] for e in entries]
     final = [e["AccessLogType"] == "DownstreamEnd" for e in entries]
-    expect_late = sum(f and e["arrival"] - end > lateness
-                      for e, end, f in zip(entries, ends, final, strict=True))
+    expect_late = sum(
+        f and e["arrival"] - end > lateness for e, end, f in zip(entries, ends, final, strict=True)
+    )
     assert late == expect_late
-    on_time = pl.Series([f and e["arrival"] - end <= lateness
-                         for e, end, f in zip(entries, ends, final, strict=True)])
+    on_time = pl.Series(
+        [f and e["arrival"] - end <= lateness for e, end, f in zip(entries, ends, final, strict=True)]
+    )
     assert partial_totals(partials) == direct_totals(df.filter(on_time))
     assert partials.select(pl.sum_horizontal(BUCKET_COLUMNS) == pl.col("Requests")).to_series().all()
 
@@ -346,8 +383,9 @@ def _bucket_range_ms(value_ms: float) -> tuple[float, float]:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.one_of(st.integers(0, 70 * S), st.integers(0, 5 * MS), st.sampled_from(B)),
-             min_size=1, max_size=60),
+    st.lists(
+        st.one_of(st.integers(0, 70 * S), st.integers(0, 5 * MS), st.sampled_from(B)), min_size=1, max_size=60
+    ),
     st.sampled_from([0.0, 0.01, 0.5, 0.9, 0.99, 0.999, 1.0]),
 )
 def test_quantile_is_in_the_bucket_of_the_exact_quantile(durations: list[int], q: float) -> None:
@@ -388,14 +426,17 @@ def test_quantile_rejects_bad_input() -> None:
 # --- live finalization -----------------------------------------------------------------
 def _partials_at(*entries: tuple[int, str]) -> pl.DataFrame:
     """Partials of one request per (completion second offset, destination)."""
-    df = access_logs({"Timestamp": [T0 + k * S for k, _ in entries],
-                      "DestinationService": [d for _, d in entries]})
+    df = access_logs(
+        {"Timestamp": [T0 + k * S for k, _ in entries], "DestinationService": [d for _, d in entries]}
+    )
     return window_partials(df, T0, 10**15)[0]
 
 
 def _seconds(frame: pl.DataFrame) -> list[tuple[int, str, int]]:
-    return [((w - T0) // S, d, r) for w, d, r in frame.select(
-        pl.col("Window").cast(pl.Int64), "DestinationService", "Requests").rows()]
+    return [
+        ((w - T0) // S, d, r)
+        for w, d, r in frame.select(pl.col("Window").cast(pl.Int64), "DestinationService", "Requests").rows()
+    ]
 
 
 def test_step_finalizes_after_window_end_plus_lateness() -> None:
@@ -417,8 +458,9 @@ def test_step_finalizes_after_window_end_plus_lateness() -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.lists(st.tuples(st.integers(0, 6), st.sampled_from("ab")), max_size=5),
-             min_size=1, max_size=8),
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 6), st.sampled_from("ab")), max_size=5), min_size=1, max_size=8
+    ),
     st.sampled_from([0, S, 3 * S]),
 )
 def test_every_window_is_final_exactly_once(batches: list[list[tuple[int, str]]], lateness: int) -> None:
@@ -436,8 +478,7 @@ def test_every_window_is_final_exactly_once(batches: list[list[tuple[int, str]]]
     assert int(final.get_column("Requests").sum() or 0) + late == total
     # Before batch i (i >= 1) the watermark is T0 + (i - 1) s - lateness: entries of
     # earlier seconds are late.
-    expected_late = sum(1 for i, b in enumerate(batches) if i for k, _ in b
-                        if k < i - 1 - lateness // S)
+    expected_late = sum(1 for i, b in enumerate(batches) if i for k, _ in b if k < i - 1 - lateness // S)
     assert late == expected_late
 
 
