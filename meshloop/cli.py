@@ -38,6 +38,7 @@ examples:
   meshloop schema --clickhouse-cluster prod     # the DDL a cluster would receive
   meshloop bootstrap --admin-port 15000 --workload reviews --version v2 > envoy.json
   meshloop proxy-status                         # which proxies are connected and in sync
+  meshloop validate examples/bookinfo           # check Istio YAML: file:line: Kind/ns/name: field: message
 """
 
 
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_status.add_argument("--admin-token", dest="admin_token", default=None, help="bearer token, if set")
     proxy_status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     proxy_status.set_defaults(handler=cmd_proxy_status)
+
+    from meshloop.mesh import add_validate_command
+
+    add_validate_command(sub)
 
     from meshloop.xds.bootstrap import add_bootstrap_command
 

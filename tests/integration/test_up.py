@@ -187,7 +187,9 @@ def test_schema_newer_than_the_code_refuses_to_start(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["query"], ["schema"], ["bootstrap"], ["agent"]])
+@pytest.mark.parametrize(
+    "command", [[], ["up"], ["query"], ["schema"], ["bootstrap"], ["agent"], ["proxy-status"], ["validate"]]
+)
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
