@@ -1,1 +1,1 @@
-"""Generated protobuf/gRPC code (scripts/gen_identity_protos.py): Istio CA service."""
+"""Generated protobuf/gRPC code (scripts/gen_protos.py): Istio CA service."""
