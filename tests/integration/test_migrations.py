@@ -18,6 +18,7 @@ from meshloop.store.migrations import migrate, migrations
 from tests.unit.test_schema import (
     OTEL_LOGS_COLUMNS,
     OTEL_TRACE_ID_TS_COLUMNS,
+    OTEL_TRACES_COLUMNS,
 )
 
 pytestmark = pytest.mark.integration
@@ -41,34 +42,30 @@ EXPECTED_TABLES = {
     "xds_events": "MergeTree",
     "schema_migrations": "ReplacingMergeTree",
 }
-MAP = "Map(LowCardinality(String), String)"
-# otel_traces as system.columns shows it: Nested flattened into Array columns.
-OTEL_TRACES_SYSTEM_COLUMNS = [
-    ("Timestamp", "DateTime64(9)"),
-    ("TraceId", "String"),
-    ("SpanId", "String"),
-    ("ParentSpanId", "String"),
-    ("TraceState", "String"),
-    ("SpanName", "LowCardinality(String)"),
-    ("SpanKind", "LowCardinality(String)"),
-    ("ServiceName", "LowCardinality(String)"),
-    ("ResourceAttributes", MAP),
-    ("ScopeName", "String"),
-    ("ScopeVersion", "String"),
-    ("SpanAttributes", MAP),
-    ("Duration", "UInt64"),
-    ("StatusCode", "LowCardinality(String)"),
-    ("StatusMessage", "String"),
-    ("Events.Timestamp", "Array(DateTime64(9))"),
-    ("Events.Name", "Array(LowCardinality(String))"),
-    ("Events.Attributes", f"Array({MAP})"),
-    ("Links.TraceId", "Array(String)"),
-    ("Links.SpanId", "Array(String)"),
-    ("Links.TraceState", "Array(String)"),
-    ("Links.Attributes", f"Array({MAP})"),
-    ("ResourceAttributeItems", "Array(String)"),
-    ("SpanAttributeItems", "Array(String)"),
-]
+
+
+def top_level_split(text: str) -> list[str]:
+    """Split ``text`` at the commas that are not inside parentheses."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:index].strip())
+            start = index + 1
+    return [*parts, text[start:].strip()]
+
+
+def flattened(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Columns as ``system.columns`` shows them: each Nested field an Array column."""
+    out = []
+    for name, kind in columns:
+        if not kind.startswith("Nested("):
+            out.append((name, kind))
+            continue
+        for field in top_level_split(kind[len("Nested(") : -1]):
+            sub_name, sub_kind = field.split(" ", 1)
+            out.append((f"{name}.{sub_name}", f"Array({sub_kind})"))
+    return out
 
 
 def tables(store: Store) -> dict[str, str]:
@@ -112,7 +109,7 @@ def test_otel_columns_in_system_columns_match_the_exporter(embedded_store: Embed
     store = embedded_store
     migrate(store)
     assert columns(store, "otel_logs") == OTEL_LOGS_COLUMNS
-    assert columns(store, "otel_traces") == OTEL_TRACES_SYSTEM_COLUMNS
+    assert columns(store, "otel_traces") == flattened(OTEL_TRACES_COLUMNS)
     assert columns(store, "otel_traces_trace_id_ts") == OTEL_TRACE_ID_TS_COLUMNS
     gauge = dict(columns(store, "otel_metrics_gauge"))
     assert gauge["Exemplars.TraceId"] == "Array(String)"
