@@ -102,8 +102,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_message_bytes", int, 4 << 20, "largest gRPC message the collector accepts, in bytes"),
     Option("wal_max_bytes", int, 1 << 30, "disk cap of the write-ahead log; past it intake is refused"),
     Option("wal_fsync_interval", float, 0.1, "seconds between WAL fsyncs (0 = fsync every append)"),
-    Option("flush_interval", float, 0.5, "seconds the collector gathers telemetry before one insert"),
-    Option("flush_max_bytes", int, 32 << 20, "payload bytes that trigger an insert before flush_interval"),
+    Option("flush_interval", float, 1.0, "seconds the collector gathers telemetry before one insert"),
+    Option("flush_max_bytes", int, 64 << 20, "payload bytes that trigger an insert before flush_interval"),
     Option("window_lateness", float, 5.0, "seconds an entry may arrive after its 1 s window and still count"),
     Option(
         "xds_port", int, 15010, "xDS (ADS: state of the world and delta), plaintext (0 = pick a free port)"
@@ -145,8 +145,8 @@ class Settings:
     max_message_bytes: int = 4 << 20
     wal_max_bytes: int = 1 << 30
     wal_fsync_interval: float = 0.1
-    flush_interval: float = 0.5
-    flush_max_bytes: int = 32 << 20
+    flush_interval: float = 1.0
+    flush_max_bytes: int = 64 << 20
     window_lateness: float = 5.0
     xds_port: int = 15010
     xds_secure_port: int = 15012

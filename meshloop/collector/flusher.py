@@ -1,17 +1,27 @@
 """The flusher: WAL batches → decoded frames → the store, exactly once, in order.
 
-One thread (decoding and inserting are CPU and I/O work the event loop must not do).
-Per batch: record the batch's range in the WAL (``begin_batch``: that fixes its id),
-decode (:func:`~meshloop.collector.batch.build_frames`), insert each table's frame
-with the insert deduplication token ``<batch id>.<table>``, then ``commit``. A crash
-anywhere replays the same range under the same id, and ClickHouse drops the blocks it
-has already seen — so replay never duplicates rows. A failed insert is retried with
-backoff (the store may be down for a while); intake keeps filling the WAL meanwhile.
+Two threads in a pipeline, so that decoding batch N+1 overlaps inserting batch N
+(ClickHouse and most polars work release the GIL; the protobuf decode does not):
+
+- the *decoder* takes records from intake, records the batch's range in the WAL
+  (``begin_batch``: that fixes its id; ranges begin in seq order), decodes
+  (:func:`~meshloop.collector.batch.build_frames`) and hands the frames on through a
+  queue of one;
+- the *inserter* inserts each table's frame with the insert deduplication token
+  ``<batch id>.<table>``, then commits (``commit``) — batches in the order they began.
+
+A crash anywhere replays every begun range under the same id, and ClickHouse drops the
+blocks it has already seen — so replay never duplicates rows. A failed insert is
+retried with backoff (the store may be down for a while); intake keeps filling the WAL
+meanwhile, and the decoder waits for the inserter (at most one decoded batch waits).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +31,7 @@ import polars as pl
 
 from meshloop.accesslog.windows import empty_partials
 from meshloop.collector import metrics as m
-from meshloop.collector.batch import WINDOWS, build_frames
+from meshloop.collector.batch import WINDOWS, BatchFrames, build_frames
 from meshloop.collector.intake import Intake
 from meshloop.collector.sources import Source
 from meshloop.collector.wal import WalRecord, WriteAheadLog
@@ -60,6 +70,19 @@ def is_transient(error: StoreError) -> bool:
 WindowSink = Callable[[pl.DataFrame, int, int], None]
 """Receives (window partials, now_ns, late entries) after each committed batch."""
 
+_Decoded = tuple[int, str, BatchFrames, float]  # (last seq, batch id, frames, decode seconds)
+_HANDOFF_POLL_S = 0.2
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` in ``top -H`` and ``/proc/<pid>/task/*/comm``
+    (Linux only; best effort, at most 15 bytes)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        except (OSError, AttributeError):
+            pass
+
 
 class Flusher:
     """Moves accepted telemetry from the WAL into the store (see module docstring)."""
@@ -70,8 +93,8 @@ class Flusher:
         wal: WriteAheadLog,
         store: Store,
         *,
-        flush_interval_s: float = 0.5,
-        flush_max_bytes: int = 32 << 20,
+        flush_interval_s: float = 1.0,
+        flush_max_bytes: int = 64 << 20,
         lateness_ns: int = 5_000_000_000,
         quarantine_dir: Path | None = None,
         on_windows: WindowSink | None = None,
@@ -87,15 +110,24 @@ class Flusher:
         self.on_windows = on_windows
         self._clock = clock
         self._stopping = threading.Event()
+        self._aborted = threading.Event()  # the inserter gave up (stopping during an outage)
         self._idle = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._handoff: queue.Queue[_Decoded | None] = queue.Queue(maxsize=1)
+        self._pending_lock = threading.Lock()
+        self._pending = 0  # batches begun and not yet committed
+        self._drained = False  # the decoder's last look found intake empty
+        self._threads: list[threading.Thread] = []
         self.batches_committed = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Start the flusher thread (after :meth:`replay_in_flight`)."""
-        self._thread = threading.Thread(target=self._run, name="meshloop-flusher", daemon=True)
-        self._thread.start()
+        """Start the decoder and inserter threads (after :meth:`replay_in_flight`)."""
+        self._threads = [
+            threading.Thread(target=self._run_decoder, name="meshloop-flusher", daemon=True),
+            threading.Thread(target=self._run_inserter, name="meshloop-inserter", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float) -> bool:
         """Flush what is queued, then stop; True if it finished within ``timeout``.
@@ -104,10 +136,10 @@ class Flusher:
         """
         self._stopping.set()
         self.intake.wakeup.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def replay_in_flight(self, batches: list[tuple[int, int, str]]) -> None:
         """Re-run batches that were in flight at a crash, with their original ids."""
@@ -116,36 +148,81 @@ class Flusher:
             log.info("replaying in-flight batch %s (%d records)", batch_id, len(records))
             self._flush(records, batch_id)
 
-    # -- the loop -----------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            stopping = self._stopping.is_set()
-            records = self.intake.take(self.flush_max_bytes)
-            if not records:
-                self._idle.set()
-                if stopping:
-                    return
-                self.intake.wakeup.wait(self.flush_interval_s)
-                self.intake.wakeup.clear()
-                continue
-            self._idle.clear()
-            if not self._flush(records, None):
-                return  # stopping during a store outage: the batch stays in flight in the WAL
-
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything taken so far is committed (tests, shutdown)."""
         return self._idle.wait(timeout)
 
+    # -- the pipeline -------------------------------------------------------------------
+    def _run_decoder(self) -> None:
+        _name_os_thread("ml-decoder")
+        try:
+            while not self._aborted.is_set():
+                stopping = self._stopping.is_set()
+                records = self.intake.take(self.flush_max_bytes)
+                if not records:
+                    with self._pending_lock:
+                        self._drained = True
+                        if self._pending == 0:
+                            self._idle.set()
+                    if stopping:
+                        return
+                    self.intake.wakeup.wait(self.flush_interval_s)
+                    self.intake.wakeup.clear()
+                    continue
+                with self._pending_lock:
+                    self._drained = False
+                    self._pending += 1
+                    self._idle.clear()
+                decoded = self._decode(records, None)
+                del records  # the payloads are not needed while the batch waits its turn
+                if not self._hand_off(decoded):
+                    return
+                del decoded
+        finally:
+            self._hand_off(None)
+
+    def _hand_off(self, item: _Decoded | None) -> bool:
+        """Queue ``item`` for the inserter; False if the inserter has given up."""
+        while not self._aborted.is_set():
+            try:
+                self._handoff.put(item, timeout=_HANDOFF_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run_inserter(self) -> None:
+        _name_os_thread("ml-inserter")
+        while True:
+            item = self._handoff.get()
+            if item is None:
+                return
+            if not self._store(*item):
+                self._aborted.set()  # stopping during a store outage: the batch stays in flight
+                return
+            with self._pending_lock:
+                self._pending -= 1
+                if self._pending == 0 and self._drained:
+                    self._idle.set()
+
     def _flush(self, records: list[WalRecord], batch_id: str | None) -> bool:
+        """Decode and store one batch in the calling thread (replay at start)."""
         if not records:
             return True
-        started = time.perf_counter()
+        return self._store(*self._decode(records, batch_id))
+
+    def _decode(self, records: list[WalRecord], batch_id: str | None) -> _Decoded:
         first, last = records[0].seq, records[-1].seq
         if batch_id is None:
             batch_id = self.wal.begin_batch(first, last)
         decode_started = time.perf_counter()
         frames = build_frames(records, batch_id, self.lateness_ns)
-        m.DECODE_SECONDS.labels("batch").observe(time.perf_counter() - decode_started)
+        decode_s = time.perf_counter() - decode_started
+        m.DECODE_SECONDS.labels("batch").observe(decode_s)
+        return last, batch_id, frames, decode_s
+
+    def _store(self, last: int, batch_id: str, frames: BatchFrames, decode_s: float) -> bool:
+        started = time.perf_counter() - decode_s  # FLUSH_SECONDS: decode + insert + commit
         for record, error in frames.quarantined:
             self._quarantine(record, error)
         merged = frames.merged()

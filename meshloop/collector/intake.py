@@ -2,9 +2,10 @@
 
 :meth:`Intake.accept` appends a message to the write-ahead log (that is the moment it
 counts as accepted) and queues the record for the flusher. The queue holds at most
-``memory_limit_bytes`` of payloads; past that, records stay only in the WAL and the
-flusher reads them back from disk (so a long store outage costs disk, bounded by the
-WAL's cap, not memory). A full WAL refuses the message: the caller answers gRPC
+``memory_limit_bytes`` of payloads (64 MiB: one batch of the default flush size);
+past that, records stay only in the WAL and the flusher reads them back from disk —
+still in the page cache, usually — so a backlog or a long store outage costs disk,
+bounded by the WAL's cap, not memory. A full WAL refuses the message: the caller answers gRPC
 ``RESOURCE_EXHAUSTED`` and the refusal is counted.
 """
 
@@ -35,8 +36,8 @@ class Intake:
         self,
         wal: WriteAheadLog,
         *,
-        memory_limit_bytes: int = 256 << 20,
-        flush_bytes: int = 32 << 20,
+        memory_limit_bytes: int = 64 << 20,
+        flush_bytes: int = 64 << 20,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.wal = wal
@@ -49,6 +50,11 @@ class Intake:
         self._spilled_from: int | None = None  # first seq only on disk, if any
         self._spilled_to = 0
         self.wakeup = threading.Event()
+        # Labelled metric children, looked up once per source instead of per message.
+        self._counters = {
+            source: (MESSAGES_RECEIVED.labels(source.label), BYTES_RECEIVED.labels(source.label))
+            for source in Source
+        }
 
     def accept(self, source: Source, meta: bytes, payload: bytes) -> int:
         """Append ``payload`` durably-enough (per the WAL's fsync policy); return its seq."""
@@ -57,8 +63,9 @@ class Intake:
             seq = self.wal.append(int(source), meta, payload, arrival)
         except WalFull as exc:
             raise Refused("wal_full", str(exc)) from None
-        MESSAGES_RECEIVED.labels(source.label).inc()
-        BYTES_RECEIVED.labels(source.label).inc(len(payload))
+        messages, received = self._counters[source]
+        messages.inc()
+        received.inc(len(payload))
         record = WalRecord(seq, int(source), arrival, meta, payload)
         with self._lock:
             if self._spilled_from is None and self._queued_bytes + len(payload) <= self.memory_limit_bytes:
