@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 
-from benchmarks import accesslog_decode, ca_sign, ingest_e2e, store_insert, wal_append
+from benchmarks import accesslog_decode, ads_scale, ca_sign, ingest_e2e, store_insert, wal_append
 from benchmarks.harness import print_table
 
 
@@ -16,7 +16,7 @@ def main() -> int:
         f"({os.cpu_count()} cores, Python {platform.python_version()})"
     )
     results = []
-    for module in (store_insert, accesslog_decode, wal_append, ca_sign, ingest_e2e):
+    for module in (store_insert, accesslog_decode, wal_append, ca_sign, ads_scale, ingest_e2e):
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
         results.extend(module.run())
     print_table(results)
