@@ -39,6 +39,9 @@ examples:
   meshloop bootstrap --admin-port 15000 --workload reviews --version v2 > envoy.json
   meshloop proxy-status                         # which proxies are connected and in sync
   meshloop validate examples/bookinfo           # check Istio YAML: file:line: Kind/ns/name: field: message
+  meshloop up --mesh-dir examples/bookinfo      # serve that mesh to Envoys over ADS
+  meshloop config dump --node sidecar~10.0.0.1~reviews-v2-1.default~default.svc.cluster.local \
+      --mesh-dir examples/bookinfo               # what that proxy would receive, as JSON
 """
 
 
@@ -134,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     from meshloop.mesh import add_validate_command
 
     add_validate_command(sub)
+
+    from meshloop.xds.dump import add_config_command
+
+    add_config_command(sub)
 
     from meshloop.xds.bootstrap import add_bootstrap_command
 

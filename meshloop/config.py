@@ -105,6 +105,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("flush_interval", float, 1.0, "seconds the collector gathers telemetry before one insert"),
     Option("flush_max_bytes", int, 64 << 20, "payload bytes that trigger an insert before flush_interval"),
     Option("window_lateness", float, 5.0, "seconds an entry may arrive after its 1 s window and still count"),
+    Option("mesh_dir", Path, None, "directory of Istio YAML (VirtualService, DestinationRule, ...), watched"),
     Option(
         "xds_port", int, 15010, "xDS (ADS: state of the world and delta), plaintext (0 = pick a free port)"
     ),
@@ -148,6 +149,7 @@ class Settings:
     flush_interval: float = 1.0
     flush_max_bytes: int = 64 << 20
     window_lateness: float = 5.0
+    mesh_dir: Path | None = None
     xds_port: int = 15010
     xds_secure_port: int = 15012
     trust_domain: str = "cluster.local"

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     import grpc
 
     from meshloop.collector.service import Collector
+    from meshloop.control import MeshControl
     from meshloop.identity.service import CAServer
     from meshloop.xds.cache import SnapshotCache
+    from meshloop.xds.pusher import MeshPusher
     from meshloop.xds.status import XdsStatus
 
 log = logging.getLogger("meshloop")
@@ -58,6 +60,8 @@ class Runtime:
     xds_server: grpc.aio.Server | None = None
     xds_cache: SnapshotCache | None = None
     xds_status: XdsStatus | None = None
+    mesh_pusher: MeshPusher | None = None
+    mesh_control: MeshControl | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     endpoints: dict[str, Any] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -73,8 +77,12 @@ class Runtime:
             "settings": settings.redacted,
             "collector": lambda: self.collector.status() if self.collector else None,
             "xds": lambda: self.xds_status.status() if self.xds_status else None,
+            "mesh": lambda: self.mesh_control.status() if self.mesh_control else None,
         }
-        app = build_api_app(self.readiness, status, token=settings.admin_token)
+        from meshloop.api.mesh import mesh_routes
+
+        routes = mesh_routes(lambda: self.mesh_control, settings.admin_token)
+        app = build_api_app(self.readiness, status, token=settings.admin_token, routes=routes)
         runner, port = await start_site(app, settings.bind, port=settings.http_port)
         self._runners.append(runner)
         base = f"http://{_host(settings.bind)}:{port}"
@@ -153,22 +161,45 @@ class Runtime:
         )
 
     async def _start_xds(self) -> None:
+        from meshloop.store.buffered import BufferedWriter
+        from meshloop.store.schema_control import XDS_EVENTS
         from meshloop.xds.cache import SnapshotCache
-        from meshloop.xds.events import EventRecorder
+        from meshloop.xds.generate import BOOTSTRAP_CLUSTERS
         from meshloop.xds.server import start_xds_server
-        from meshloop.xds.status import XdsStatus
+        from meshloop.xds.status import XdsStatus, events_frame
 
         assert self.store is not None
-        recorder = EventRecorder(self.store)
-        self.xds_status = XdsStatus(on_event=recorder.record)
-        self.xds_cache = SnapshotCache()
+        recorder = BufferedWriter(self.store, XDS_EVENTS, events_frame)
+        self.xds_status = XdsStatus(on_event=recorder.add)
+        self.xds_cache = SnapshotCache(external_clusters=BOOTSTRAP_CLUSTERS)
         self._tasks.append(asyncio.create_task(recorder.run()))
+        await self._start_mesh(self.xds_cache)
         self.xds_server, port = await start_xds_server(
             self.xds_cache, self.settings.bind, self.settings.xds_port, status=self.xds_status
         )
         address = f"{_host(self.settings.bind)}:{port}"
         self.endpoints["xds"] = address
         announce(f"meshloop: xDS           grpc://{address}  (ADS: state of the world and delta)")
+
+    async def _start_mesh(self, cache: SnapshotCache) -> None:
+        """The mesh's desired state (``--mesh-dir`` + overrides) → per-proxy snapshots."""
+        from meshloop.control import MeshControl, changes_frame
+        from meshloop.mesh import MeshConfig
+        from meshloop.store.buffered import BufferedWriter
+        from meshloop.store.schema_control import MESH_CHANGES
+        from meshloop.xds.pusher import MeshPusher
+
+        assert self.store is not None
+        changes = BufferedWriter(self.store, MESH_CHANGES, changes_frame)
+        self.mesh_pusher = MeshPusher(cache).start()
+        paths = [self.settings.mesh_dir] if self.settings.mesh_dir is not None else []
+        self.mesh_control = MeshControl(self.mesh_pusher, changes, paths)
+        if not paths:
+            self.mesh_control.apply_config(MeshConfig.build([]), [])  # serve an empty, consistent mesh
+        self._tasks.append(asyncio.create_task(changes.run()))
+        self._tasks.append(asyncio.create_task(self.mesh_control.watch()))
+        if paths:
+            announce(f"meshloop: mesh          {self.settings.mesh_dir}  (watched; GET /api/v1/mesh)")
 
     async def _start_ca(self) -> None:
         from meshloop.identity.ca import load_ca, load_or_create_ca
@@ -218,6 +249,9 @@ class Runtime:
         if self.xds_server is not None:
             await self.xds_server.stop(0.5)
             self.xds_server = None
+        if self.mesh_pusher is not None:
+            await self.mesh_pusher.close()
+            self.mesh_pusher = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -68,6 +68,7 @@ def build_api_app(
     readiness: Readiness,
     status: Mapping[str, StatusProvider] | None = None,
     token: str | None = None,
+    routes: list[web.RouteDef] | None = None,
 ) -> web.Application:
     """The HTTP API application.
 
@@ -108,6 +109,7 @@ def build_api_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", require_token(token, status_all))
     app.router.add_get("/api/v1/status/{name}", require_token(token, status_one))
+    app.router.add_routes(routes or [])
     return app
 
 

@@ -68,6 +68,7 @@ def migrations(database: str, cluster: str | None = None, ttl_days: int = 30) ->
             tuple(schema.access_log_windows_ddl(database, cluster, ttl_days)),
         ),
         Migration(5, "xds events", tuple(schema_control.xds_events_ddl(database, cluster, ttl_days))),
+        Migration(6, "mesh changes", tuple(schema_control.mesh_changes_ddl(database, cluster, ttl_days))),
     ]
     versions = [m.version for m in found]
     assert versions == sorted(set(versions)), "migration versions must strictly increase"

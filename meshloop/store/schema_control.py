@@ -37,3 +37,29 @@ def xds_events_ddl(database: str, cluster: str | None = None, ttl_days: int = 30
         dedup=False,
     )
     return _render(table, Target(database, cluster, ttl_days))
+
+
+MESH_CHANGES = "mesh_changes"
+
+
+def mesh_changes_ddl(database: str, cluster: str | None = None, ttl_days: int = 30) -> list[str]:
+    """``mesh_changes``: every accepted or rejected mesh config and every override set or
+    removed — what changed the mesh, when, by whom, and why it was refused."""
+    columns = [
+        "time DateTime64(6, 'UTC') CODEC(Delta(8), ZSTD(1))",
+        "kind LowCardinality(String) CODEC(ZSTD(1))",  # config | route_weights | circuit_breaker | ...
+        "action LowCardinality(String) CODEC(ZSTD(1))",  # accepted | rejected | set | removed
+        "target String CODEC(ZSTD(1))",  # config version, or the host / policy the override names
+        "actor LowCardinality(String) CODEC(ZSTD(1))",  # mesh-dir, api, or a controller's name
+        "detail String CODEC(ZSTD(1))",  # JSON: the override, or the rejection reasons
+    ]
+    table = _Table(
+        name=MESH_CHANGES,
+        body=_lines(columns),
+        order_by="(kind, time)",
+        partition_by="toYYYYMM(time)",
+        ttl_time="toDateTime(time)",
+        sharding_key="rand()",
+        dedup=False,
+    )
+    return _render(table, Target(database, cluster, ttl_days))

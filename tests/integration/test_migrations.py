@@ -40,6 +40,7 @@ EXPECTED_TABLES = {
     "access_log_windows_1m": "SummingMergeTree",
     "access_log_windows_1m_mv": "MaterializedView",
     "xds_events": "MergeTree",
+    "mesh_changes": "MergeTree",
     "schema_migrations": "ReplacingMergeTree",
 }
 
@@ -98,6 +99,7 @@ def test_migrate_creates_every_table(embedded_store: EmbeddedStore) -> None:
         "applying migration 3 (otel metrics)",
         "applying migration 4 (access log windows)",
         "applying migration 5 (xds events)",
+        "applying migration 6 (mesh changes)",
     ]
     recorded = store.query_rows(
         f"SELECT version, name, checksum FROM {store.database}.schema_migrations FINAL ORDER BY version"

@@ -193,7 +193,7 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
     assert all(" ON CLUSTER prod" in s.splitlines()[0] for s in statements)
     local = [s for s in statements if "ENGINE = Replicated" in s]
     distributed = [s for s in statements if "ENGINE = Distributed" in s]
-    assert len(local) == len(distributed) == 12
+    assert len(local) == len(distributed) == 13
     (access_local,) = [s for s in local if "meshdb.access_logs_local" in s]
     assert (
         "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/meshdb/access_logs_local', "
@@ -221,7 +221,7 @@ def test_render_sql_without_a_cluster_is_the_single_node_schema() -> None:
     text = render_cluster_sql("meshdb", None, 30)
     assert "CREATE DATABASE IF NOT EXISTS meshdb;" in text
     assert "ON CLUSTER" not in text and "Distributed" not in text
-    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 12
+    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 13
 
 
 def test_render_cluster_sql_includes_bootstrap_and_every_migration() -> None:
@@ -231,7 +231,7 @@ def test_render_cluster_sql_includes_bootstrap_and_every_migration() -> None:
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/all/meshdb/schema_migrations'" in text
     for migration in migrations("meshdb", "prod", 14):
         assert f"-- migration {migration.version}: {migration.name}" in text
-    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 24
+    assert text.count("CREATE TABLE IF NOT EXISTS") == 1 + 26
     assert "toIntervalDay(14)" in text
 
 
@@ -254,7 +254,7 @@ def test_bad_ttl_is_rejected(ttl_days: object) -> None:
 
 def test_migration_versions_strictly_increase_and_checksums_differ() -> None:
     found = migrations("db", None, 30)
-    assert [m.version for m in found] == [1, 2, 3, 4, 5]
-    assert len({m.checksum for m in found}) == 5
+    assert [m.version for m in found] == [1, 2, 3, 4, 5, 6]
+    assert len({m.checksum for m in found}) == 6
     assert found[0].checksum != migrations("db", None, 7)[0].checksum
     assert all(s.startswith("CREATE") and "IF NOT EXISTS" in s for m in found for s in m.statements)
