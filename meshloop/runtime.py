@@ -188,10 +188,12 @@ class Runtime:
         from meshloop.store.buffered import BufferedWriter
         from meshloop.store.schema_control import MESH_CHANGES
         from meshloop.xds.pusher import MeshPusher
+        from meshloop.xds.security_hooks import security_hooks
 
         assert self.store is not None
         changes = BufferedWriter(self.store, MESH_CHANGES, changes_frame)
-        self.mesh_pusher = MeshPusher(cache).start()
+        hooks = security_hooks(self.settings.trust_domain)
+        self.mesh_pusher = MeshPusher(cache, hooks=hooks).start()
         paths = [self.settings.mesh_dir] if self.settings.mesh_dir is not None else []
         self.mesh_control = MeshControl(self.mesh_pusher, changes, paths)
         if not paths:

@@ -12,7 +12,10 @@ It holds
 * ``dynamic_resources.ads_config`` (SotW ``GRPC`` or ``DELTA_GRPC``) with LDS and CDS
   over ADS — or, with ``ads=False``, a static example listener routing to a static
   upstream, with a gRPC access logger attached (an Envoy that reports without xDS);
-* a stat sink (metrics service or OpenTelemetry) flushing every ``stats_flush_interval``.
+* a stat sink (metrics service or OpenTelemetry) flushing every ``stats_flush_interval``;
+* with ``sds_socket``, the node agent's static cluster ``sds-grpc`` (Unix socket, HTTP/2;
+  :func:`meshloop.identity.envoy_tls.sds_cluster`) and node metadata ``MESHLOOP_SDS: "true"``,
+  which tells the xDS translation that this proxy can get mesh certificates (mTLS).
 
 Access loggers cannot be put on dynamic listeners from here; the xDS translator
 reuses :func:`http_grpc_access_log` and friends from :mod:`meshloop.xds.telemetry`.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshloop.errors import ConfigError
+from meshloop.identity.envoy_tls import sds_cluster
 from meshloop.xds.telemetry import (
     COLLECTOR_CLUSTER,
     access_log_entry,
@@ -69,6 +73,7 @@ class BootstrapOptions:
     """Everything a bootstrap depends on. ``None`` means "derive it" (node id, cluster, pod).
 
     Durations are seconds. ``listen_port``/``upstream_port`` are required with ``ads=False``.
+    ``sds_socket``: the node agent's SDS Unix socket (``meshloop agent --sds-socket``).
     """
 
     admin_port: int
@@ -100,6 +105,7 @@ class BootstrapOptions:
     tracing: bool = False
     connect_timeout: float = 1.0
     extra_labels: tuple[tuple[str, str], ...] = field(default=())
+    sds_socket: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("admin_port", "collector_port", "xds_port", "listen_port", "upstream_port"):
@@ -117,6 +123,8 @@ class BootstrapOptions:
                 "ads",
                 "without ADS, listen_port and upstream_port are required (--listen-port, --upstream-port)",
             )
+        if self.sds_socket is not None and not self.sds_socket:
+            raise ConfigError("bootstrap", "sds_socket", "must be a Unix socket path, got an empty string")
         if self.ads and self.tracing:
             raise ConfigError(
                 "bootstrap",
@@ -152,19 +160,22 @@ def node(options: BootstrapOptions) -> dict[str, Any]:
         "service.istio.io/canonical-revision": options.version,
         **dict(options.extra_labels),
     }
+    metadata: dict[str, Any] = {
+        "NAME": options.pod_name,
+        "NAMESPACE": options.namespace,
+        "WORKLOAD_NAME": options.workload,
+        "LABELS": labels,
+        "MESH_ID": options.mesh_id,
+        "CLUSTER_ID": options.cluster_id,
+        "INSTANCE_IPS": options.ip,
+        "MESHLOOP_ROLE": options.role,
+    }
+    if options.sds_socket:
+        metadata["MESHLOOP_SDS"] = "true"
     return {
         "id": node_id(options),
         "cluster": options.node_cluster or f"{options.workload}.{options.namespace}",
-        "metadata": {
-            "NAME": options.pod_name,
-            "NAMESPACE": options.namespace,
-            "WORKLOAD_NAME": options.workload,
-            "LABELS": labels,
-            "MESH_ID": options.mesh_id,
-            "CLUSTER_ID": options.cluster_id,
-            "INSTANCE_IPS": options.ip,
-            "MESHLOOP_ROLE": options.role,
-        },
+        "metadata": metadata,
     }
 
 
@@ -325,6 +336,8 @@ def build_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         upstream = static_cluster(UPSTREAM_CLUSTER, options.upstream_host, options.upstream_port, timeout)
         clusters.append(upstream)
         bootstrap["static_resources"]["listeners"] = [example_listener(options)]
+    if options.sds_socket:
+        clusters.append(sds_cluster(options.sds_socket))
     sinks = _stats_sinks(options)
     if sinks:
         bootstrap["stats_sinks"] = sinks

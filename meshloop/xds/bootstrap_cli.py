@@ -14,6 +14,7 @@ examples:
   meshloop bootstrap --admin-port 9901 --workload reviews --version v2 > reviews.json
   meshloop bootstrap --role gateway --workload ingress --admin-port 9902 --ads-api DELTA_GRPC
   meshloop bootstrap --admin-port 9903 --no-ads --listen-port 10000 --upstream-port 8000
+  meshloop bootstrap --admin-port 9904 --workload reviews --sds-socket /run/meshloop/reviews.sock
   envoy --mode validate -c reviews.json      # check offline
 """
 
@@ -83,6 +84,14 @@ def register(subparsers: Any) -> None:
     xds.add_argument(
         "--upstream-port", type=int, default=None, help="example upstream port on 127.0.0.1 (with --no-ads)"
     )
+    sec = p.add_argument_group("security")
+    sec.add_argument(
+        "--sds-socket",
+        default=None,
+        metavar="PATH",
+        help="the node agent's SDS Unix socket (meshloop agent --sds-socket): adds the sds-grpc "
+        "cluster and node metadata MESHLOOP_SDS=true, so meshloop sends this proxy mTLS config",
+    )
     tel = p.add_argument_group("telemetry")
     tel.add_argument(
         "--stats-sink",
@@ -137,6 +146,7 @@ def options_from_args(args: argparse.Namespace) -> BootstrapOptions:
         access_log_flush_interval=args.access_log_flush_interval,
         access_log_buffer_bytes=args.access_log_buffer_bytes, listen_port=args.listen_port,
         upstream_port=args.upstream_port, tracing=args.tracing, connect_timeout=args.connect_timeout,
+        sds_socket=args.sds_socket,
     )  # fmt: skip
 
 

@@ -77,7 +77,13 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"config dump: {args.mesh_dir} has errors; fix them first", file=sys.stderr)
         return 1
     try:
-        result = config_dump(args.node, config, role=args.role, labels=args.labels)
+        from meshloop.xds.security_hooks import security_hooks
+
+        metadata = {"MESHLOOP_SDS": "true"} if args.sds else None
+        hooks = security_hooks(args.trust_domain)
+        result = config_dump(
+            args.node, config, role=args.role, labels=args.labels, metadata=metadata, hooks=hooks
+        )
     except (MeshloopError, ValueError) as exc:
         print(f"config dump: {exc}", file=sys.stderr)
         return 1
@@ -106,5 +112,11 @@ def add_config_command(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--labels", type=_labels, default=None, help="workload labels (default: guessed from the pod name)"
+    )
+    parser.add_argument(
+        "--sds", action="store_true", help="the proxy has a node agent (SDS): show its mTLS config too"
+    )
+    parser.add_argument(
+        "--trust-domain", dest="trust_domain", default="cluster.local", help="SPIFFE trust domain"
     )
     parser.set_defaults(handler=_handle)

@@ -7,7 +7,8 @@ for the address/offset metadata):
   HCM with RDS ``"<port>"``, HTTP filters fault + router; TCP-only ports get a ``tcp_proxy``
   to the first service on the port;
 * inbound ``inbound_<address>_<port>`` per own endpoint port on
-  ``<inbound address>:<port + inbound offset>``: HCM with an inline route to ``inbound|<port>||``,
+  ``<inbound address>:<port + inbound offset>``: HCM with a route to ``inbound|<port>||`` (inline,
+  or over RDS ``inbound|<port>||`` when the ``inbound_route_filter_config`` hook answers),
   HTTP filters from the ``inbound_http_filters`` hook (RBAC) + router, downstream TLS from the
   ``inbound_tls`` hook (mTLS; PERMISSIVE = TLS and plaintext chains split by the TLS inspector).
 
@@ -40,8 +41,8 @@ from meshloop.xds.protos import (
     parse,
 )
 from meshloop.xds.proxy import Proxy, ServiceInstance, service_instances
-from meshloop.xds.push import PushContext, as_dict, cluster_name
-from meshloop.xds.rds import GatewayServer, gateway_servers, sidecar_http_ports
+from meshloop.xds.push import PushContext, as_dict, cluster_name, inbound_route_filter_config
+from meshloop.xds.rds import GatewayServer, gateway_servers, inbound_route_config, sidecar_http_ports
 from meshloop.xds.telemetry import access_log_entry, http_grpc_access_log, tcp_grpc_access_log
 
 __all__ = ["build_listeners"]
@@ -148,25 +149,13 @@ def _inbound_listener(proxy: Proxy, push: PushContext, instance: ServiceInstance
                 push.hooks.inbound_http_filters(proxy, push, port) if push.hooks.inbound_http_filters else ()
             )
         ]
-        route = {
-            "name": cluster,
-            "virtual_hosts": [
-                {
-                    "name": f"inbound|http|{port}",
-                    "domains": ["*"],
-                    "routes": [
-                        {
-                            "name": "default",
-                            "match": {"prefix": "/"},
-                            "route": {"cluster": cluster, "timeout": "0s"},
-                        }
-                    ],
-                }
-            ],
-        }
+        filter_config = inbound_route_filter_config(proxy, push, port)
+        routing: dict[str, Any] = (
+            {"route_config": inbound_route_config(port)} if filter_config is None else _rds(cluster)
+        )
 
         def network_filter(tls: bool) -> dict[str, Any]:
-            extra: dict[str, Any] = {"route_config": route}
+            extra: dict[str, Any] = dict(routing)
             if tls:
                 extra["forward_client_cert_details"] = "SANITIZE_SET"
                 extra["set_current_client_cert_details"] = {"uri": True}

@@ -3,8 +3,10 @@
 Istio's node id is ``<type>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`` with
 type ``sidecar`` or ``router`` (gateways); metadata carries ``NAMESPACE``, ``LABELS``,
 ``WORKLOAD_NAME``, ``INSTANCE_IPS`` (https://istio.io/latest/docs/ops/diagnostic-tools/proxy-cmd/).
-meshloop adds ``MESHLOOP_ROLE`` and, because test and demo Envoys share one host without
-iptables interception, where listeners bind:
+meshloop adds ``MESHLOOP_ROLE``, ``MESHLOOP_SDS`` (``"true"`` when the bootstrap has the node
+agent's ``sds-grpc`` cluster, ``meshloop bootstrap --sds-socket``: only then may the proxy's
+config use mesh certificates; without it, TLS clusters and listeners would never warm) and,
+because test and demo Envoys share one host without iptables interception, where listeners bind:
 
 =============================== ====================================== =====================
 metadata key                    meaning                                default
@@ -37,7 +39,8 @@ Role = Literal["sidecar", "gateway"]
 
 @dataclass(frozen=True)
 class Proxy:
-    """A proxy's identity and listener placement (see the module table for the last five)."""
+    """A proxy's identity, listener placement (see the module table) and whether it can reach a
+    node agent for its certificates over SDS (``sds``, from ``MESHLOOP_SDS``)."""
 
     role: Role
     id: str
@@ -50,6 +53,7 @@ class Proxy:
     inbound_address: str = ""
     inbound_port_offset: int = 0
     app_address: str = "127.0.0.1"
+    sds: bool = False
 
     @property
     def outbound_bind(self) -> str:
@@ -91,6 +95,18 @@ def _int(metadata: Mapping[str, Any], key: str) -> int:
         raise ValueError(f"node metadata {key} must be an integer, got {value!r}") from None
 
 
+def _flag(metadata: Mapping[str, Any], key: str) -> bool:
+    value = metadata.get(key, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f'node metadata {key} must be "true" or "false", got {value!r}')
+
+
 def proxy_from_node(node: NodeInfo, role: Role | None = None) -> Proxy:
     """The proxy a node describes; metadata wins over the node id, ``role`` over both."""
     meta = node.metadata
@@ -118,6 +134,7 @@ def proxy_from_node(node: NodeInfo, role: Role | None = None) -> Proxy:
         inbound_address=str(meta.get("MESHLOOP_INBOUND_ADDRESS") or ""),
         inbound_port_offset=_int(meta, "MESHLOOP_INBOUND_PORT_OFFSET"),
         app_address=str(meta.get("MESHLOOP_APP_ADDRESS") or "127.0.0.1"),
+        sds=_flag(meta, "MESHLOOP_SDS"),
     )
 
 

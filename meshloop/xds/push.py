@@ -36,6 +36,7 @@ __all__ = [
     "TranslationError",
     "as_dict",
     "cluster_name",
+    "inbound_route_filter_config",
 ]
 
 MESH_GATEWAY = "mesh"
@@ -73,15 +74,23 @@ InboundTlsHook = Callable[["Proxy", "PushContext", int], "DownstreamTls | None"]
 #: ``inbound_http_filters(proxy, push, port)`` -> HTTP filters placed before the router
 #: on the inbound listener of ``port`` (e.g. ``envoy.filters.http.rbac``).
 InboundHttpFiltersHook = Callable[["Proxy", "PushContext", int], Sequence[ConfigLike]]
+#: ``inbound_route_filter_config(proxy, push, port)`` -> ``typed_per_filter_config`` (filter name
+#: -> config) for the inbound routes of ``port``, or None. When it answers, the inbound route
+#: configuration is served over RDS (``inbound|<port>||``) instead of inline, so a change of
+#: that config (e.g. RBAC per route) is an RDS-only push that reaches existing connections.
+InboundRouteFilterConfigHook = Callable[["Proxy", "PushContext", int], "Mapping[str, ConfigLike] | None"]
 
 
 @dataclass(frozen=True)
 class Hooks:
-    """Extension points for other modules (mTLS, RBAC). ``None`` = not plugged in."""
+    """Extension points for other modules (mTLS, RBAC). ``None`` = not plugged in.
+
+    :func:`meshloop.xds.security_hooks.security_hooks` plugs in all four."""
 
     upstream_tls: UpstreamTlsHook | None = None
     inbound_tls: InboundTlsHook | None = None
     inbound_http_filters: InboundHttpFiltersHook | None = None
+    inbound_route_filter_config: InboundRouteFilterConfigHook | None = None
 
 
 def as_dict(value: ConfigLike) -> dict[str, Any]:
@@ -89,6 +98,14 @@ def as_dict(value: ConfigLike) -> dict[str, Any]:
     if isinstance(value, Message):
         return dump(value)
     return dict(value)
+
+
+def inbound_route_filter_config(proxy: Proxy, push: PushContext, port: int) -> dict[str, Any] | None:
+    """The ``inbound_route_filter_config`` hook's answer for ``port`` as proto3 JSON (None: no
+    hook, or it answered None — the inbound route then stays inline in the listener)."""
+    hook = push.hooks.inbound_route_filter_config
+    found = hook(proxy, push, port) if hook else None
+    return None if found is None else {name: as_dict(config) for name, config in found.items()}
 
 
 def cluster_name(direction: str, port: int, subset: str | None, host: str) -> str:

@@ -10,6 +10,12 @@ Gateways: one ``RouteConfiguration`` per Gateway server port, ``http.<port>`` (H
 servers: ``https.<port>.<server>.<gateway>.<namespace>``), a virtual host per host of the
 VirtualServices bound to the gateway that a server host covers; their routes are merged.
 
+Sidecars' inbound HTTP ports: :func:`inbound_route_config` (``inbound|<port>||``, one ``*``
+virtual host to the local app). Inline in the inbound listener, unless the
+``inbound_route_filter_config`` hook answers for the port: then it is served here, over RDS,
+with the hook's ``typed_per_filter_config`` on its virtual host (RBAC per route, so a policy
+change is an RDS-only push that reaches existing connections).
+
 Controllers' :class:`~meshloop.xds.overrides.RouteWeights` replace destinations first.
 https://istio.io/latest/docs/reference/config/networking/virtual-service/
 https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/route/v3/route.proto
@@ -38,10 +44,16 @@ from meshloop.xds.cds import HTTP_PROTOCOLS
 from meshloop.xds.http_route import RouteScope, default_route, translate_http_route
 from meshloop.xds.overrides import RouteWeights
 from meshloop.xds.protos import parse
-from meshloop.xds.proxy import Proxy
-from meshloop.xds.push import PushContext, cluster_name
+from meshloop.xds.proxy import Proxy, service_instances
+from meshloop.xds.push import PushContext, cluster_name, inbound_route_filter_config
 
-__all__ = ["GatewayServer", "build_routes", "gateway_servers", "sidecar_http_ports"]
+__all__ = [
+    "GatewayServer",
+    "build_routes",
+    "gateway_servers",
+    "inbound_route_config",
+    "sidecar_http_ports",
+]
 
 OVERRIDE_VS = "meshloop-override"
 
@@ -124,8 +136,37 @@ def _domains(service: RegisteredService, port: int) -> list[str]:
     return [d for n in names for d in (n, f"{n}:{port}")]
 
 
-def _sidecar_configs(proxy: Proxy, push: PushContext) -> list[dict[str, Any]]:
+def inbound_route_config(port: int, filter_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The route configuration of inbound port ``port``: everything to ``inbound|<port>||``;
+    ``filter_config`` becomes the virtual host's ``typed_per_filter_config`` (every route)."""
+    cluster = cluster_name("inbound", port, None, "")
+    vhost: dict[str, Any] = {
+        "name": f"inbound|http|{port}",
+        "domains": ["*"],
+        "routes": [
+            {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+        ],
+    }
+    if filter_config is not None:
+        vhost["typed_per_filter_config"] = filter_config
+    return {"name": cluster, "virtual_hosts": [vhost]}
+
+
+def _inbound_configs(proxy: Proxy, push: PushContext) -> list[dict[str, Any]]:
+    """Inbound route configurations served over RDS (those the hook answers for)."""
     configs = []
+    for instance in service_instances(proxy, push.registry):
+        port = instance.endpoint.port
+        if instance.port.protocol not in HTTP_PROTOCOLS:
+            continue
+        filter_config = inbound_route_filter_config(proxy, push, port)
+        if filter_config is not None:
+            configs.append(inbound_route_config(port, filter_config))
+    return configs
+
+
+def _sidecar_configs(proxy: Proxy, push: PushContext) -> list[dict[str, Any]]:
+    configs = _inbound_configs(proxy, push)
     services = sorted(push.registry.services.values(), key=lambda s: (s.namespace != proxy.namespace, s.host))
     for port in sidecar_http_ports(push):
         scope = RouteScope(proxy, push, port)

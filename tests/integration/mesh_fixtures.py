@@ -5,10 +5,13 @@ one ``meshloop agent`` process per SPIFFE id, each serving SDS on its own Unix s
 a short ``/tmp`` directory (socket paths must stay under 108 bytes). ``EchoApp`` is the
 workload behind a server sidecar: it answers JSON with the path and the
 ``x-forwarded-client-cert`` header it received. ``close()`` stops everything it started.
+``KeepAlive`` is one persistent HTTP/1.1 connection (with a ``Host``) that fails if it is
+ever replaced.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import subprocess
@@ -25,7 +28,7 @@ from meshloop.identity.spiffe import SpiffeId
 from meshloop.identity.tokens import BootstrapToken, TokenTable
 from tests.integration.test_agent_mtls_envoy import LoopThread, wait_for
 
-__all__ = ["EchoApp", "LoopThread", "MeshIdentity", "wait_for"]
+__all__ = ["EchoApp", "KeepAlive", "LoopThread", "MeshIdentity", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,16 +49,37 @@ class _Echo(BaseHTTPRequestHandler):
 
 
 class EchoApp:
-    """An HTTP/1.1 app on 127.0.0.1 answering ``{"path", "xfcc"}``."""
+    """An HTTP/1.1 app on ``address`` (127.0.0.1) answering ``{"path", "xfcc"}``."""
 
-    def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.server = ThreadingHTTPServer((address, 0), _Echo)
         self.port = int(self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class KeepAlive:
+    """One persistent HTTP/1.1 connection to ``127.0.0.1:port`` sending ``Host: host``."""
+
+    def __init__(self, port: int, host: str | None = None) -> None:
+        self.host = host
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        self.conn.connect()
+        self.sock = self.conn.sock
+
+    def get(self, path: str = "/") -> tuple[int, str]:
+        """(status, body); fails if the connection was replaced or is to be closed."""
+        self.conn.request("GET", path, headers={"Host": self.host} if self.host else {})
+        response = self.conn.getresponse()
+        body = response.read().decode()
+        assert self.conn.sock is self.sock and not response.will_close, "the connection was not kept"
+        return response.status, body
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _token(identity: SpiffeId) -> str:

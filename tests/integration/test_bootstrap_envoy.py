@@ -25,6 +25,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ads_delta_gateway_dns": {"role": "gateway", "ads_api": "DELTA_GRPC", "meshloop_host": "localhost"},
     "ads_otel_stats": {"stats_sink": "open_telemetry"},
     "ads_no_stats": {"stats_sink": "none"},
+    "ads_sds": {"sds_socket": "/tmp/meshloop-agent.sock"},
     "static_http_grpc": {"ads": False, "listen_port": 10000, "upstream_port": 8000},
     "static_otel_tracing": {
         "ads": False,
