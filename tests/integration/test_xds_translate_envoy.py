@@ -29,6 +29,8 @@ from meshloop.xds.overrides import Overrides, RouteWeights
 from meshloop.xds.server import start_xds_server
 from tests.integration.envoy_process import EnvoyProcess, free_port, validate
 
+SLOW_UPSTREAM = threading.Event()  # a slow upstream answers after SLOW_UPSTREAM_S
+SLOW_UPSTREAM_S = 1.0
 pytestmark = pytest.mark.integration
 
 BOOKINFO = Path(__file__).resolve().parents[2] / "examples" / "bookinfo"
@@ -117,7 +119,7 @@ class _Upstream(BaseHTTPRequestHandler):
         if server.mode == "fail" or (server.mode == "fail_first" and first):
             status = 500 if server.mode == "fail" else 503
         if server.mode == "slow":
-            time.sleep(1.0)  # the upstream's behaviour under test, not synchronisation
+            SLOW_UPSTREAM.wait(SLOW_UPSTREAM_S)  # the upstream's behaviour under test (never set)
         body = f"{server.name}\n".encode()
         try:
             self.send_response(status)
