@@ -9,6 +9,7 @@ https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/endpoint/v3/endpoint.p
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -22,6 +23,7 @@ from meshloop.xds.push import PushContext
 __all__ = ["build_endpoints", "load_assignment"]
 
 
+@lru_cache(maxsize=65_536)  # endpoint addresses repeat across clusters, proxies and pushes
 def _is_ip(address: str) -> bool:
     try:
         ipaddress.ip_address(address)

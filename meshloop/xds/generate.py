@@ -16,6 +16,7 @@ from meshloop.xds.lds import build_listeners
 from meshloop.xds.overrides import Overrides
 from meshloop.xds.proxy import Proxy
 from meshloop.xds.push import Hooks, PushContext, TranslationError
+from meshloop.xds.push_index import indexed
 from meshloop.xds.rds import build_routes
 from meshloop.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshloop.xds.snapshot import InconsistentSnapshot, Snapshot
@@ -47,7 +48,7 @@ def build_snapshot(
     """The proxy's snapshot; raises :class:`TranslationError` (overrides the config cannot
     honour, a resource twice, or a dangling reference — each named) instead of returning an
     inconsistent one. Pass a :class:`PushContext` to reuse its indexes across proxies."""
-    push = (
+    push = indexed(
         config
         if isinstance(config, PushContext)
         else PushContext(config, overrides or Overrides(), hooks or Hooks())

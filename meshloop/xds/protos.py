@@ -29,6 +29,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from meshloop.xds.proto_json import parse_dict
+
 M = TypeVar("M", bound=Message)
 
 TYPE = "type.googleapis.com/"
@@ -49,8 +51,9 @@ ADS_SOURCE: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
 
 
 def parse(data: Mapping[str, Any], cls: type[M]) -> M:
-    """``data`` (proto3 JSON) as a ``cls`` message; unknown fields are errors."""
-    return json_format.ParseDict(data, cls())
+    """``data`` (proto3 JSON) as a ``cls`` message; unknown fields are errors. The same
+    message as ``json_format.ParseDict`` gives, faster (:mod:`meshloop.xds.proto_json`)."""
+    return parse_dict(data, cls)
 
 
 def dump(message: Message) -> dict[str, Any]:

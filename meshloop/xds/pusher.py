@@ -9,6 +9,14 @@ whose match records the node and schedules its own build at once (no debounce, a
 initial push). Snapshots whose versions did not change are not republished. A failed build
 keeps the node's previous snapshot, increments ``meshloop_xds_build_errors_total`` and shows
 its reason in :meth:`MeshPusher.status`. Use it from the event loop's thread.
+
+Identical proxies share one build per push (Istio builds per proxy; 1,000 sidecars of one
+workload would cost 1,000 identical builds per change): builds are remembered per push
+context by :func:`build_key`, the :class:`Proxy` without what translation does not read, and
+nodes with equal keys get the same :class:`Snapshot` object. New nodes that connect between
+pushes reuse the current push's builds while config and overrides are unchanged. Hooks must
+therefore not read ``Proxy.id`` or ``Proxy.workload`` (none does), nor ``Proxy.ip``
+other than through the proxy's service instances.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import Counter
@@ -27,10 +36,11 @@ from meshloop.xds.cache import NodeInfo, SnapshotCache
 from meshloop.xds.generate import build_snapshot
 from meshloop.xds.overrides import Overrides
 from meshloop.xds.proxy import Proxy, Role, proxy_from_node
-from meshloop.xds.push import Hooks, PushContext
+from meshloop.xds.push import Hooks
+from meshloop.xds.push_index import IndexedPushContext
 from meshloop.xds.snapshot import Snapshot
 
-__all__ = ["MeshPusher"]
+__all__ = ["MeshPusher", "build_key"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +53,45 @@ BUILDS = Counter(
     "Snapshot builds by result: published, unchanged (same versions, not republished) or failed.",
     ["result"],
 )
+SHARED = Counter(
+    "meshloop_xds_snapshot_builds_shared_total",
+    "Node snapshots taken from an identical proxy's build in the same push instead of built.",
+)
 MAX_NODES = 100_000
+
+
+def build_key(proxy: Proxy, push: IndexedPushContext) -> Proxy:
+    """What ``proxy``'s build depends on: the proxy without ``id`` and ``workload`` (no
+    generator reads them) and, when no registry endpoint is at its IP, without ``ip`` (it
+    then has no service instances, the only place translation reads the IP: inbound
+    listeners and clusters). Equal keys, equal snapshots."""
+    ip = proxy.ip if proxy.ip in push.endpoint_addresses else ""
+    return replace(proxy, id="", workload="", ip=ip)
+
+
+@dataclass
+class _Builds:
+    """One push context and the builds made from it, by :func:`build_key`."""
+
+    push: IndexedPushContext
+    done: dict[Proxy, Snapshot | MeshloopError | ValueError] = field(default_factory=dict)
+
+    def build(self, proxy: Proxy) -> Snapshot:
+        """``proxy``'s snapshot, built once per key; raises the build's error for every node
+        of a failed key (the message names the first node built)."""
+        key = build_key(proxy, self.push)
+        found = self.done.get(key)
+        if found is None:
+            try:
+                found = build_snapshot(proxy, self.push)
+            except (MeshloopError, ValueError) as exc:
+                found = exc
+            self.done[key] = found
+        else:
+            SHARED.inc()
+        if isinstance(found, Snapshot):
+            return found
+        raise found.with_traceback(None)  # one error object per key: keep its traceback short
 
 
 class MeshPusher:
@@ -71,6 +119,7 @@ class MeshPusher:
         self._last_change = 0.0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._builds: _Builds | None = None
         self.pushes = 0
         self.last_push_at: float | None = None
 
@@ -130,20 +179,31 @@ class MeshPusher:
         """Rebuild defaults and every known node now (what the debounce loop calls)."""
         if self.config is None:
             return
-        push = PushContext(self.config, self.overrides, self.hooks)
-        self._publish_defaults(push)
+        builds = self._new_builds(self.config)
+        self._publish_defaults(builds)
         for node in list(self._nodes.values()):
-            self._push_node(node, push)
+            self._push_node(node, builds)
         self.pushes += 1
         self.last_push_at = self._clock()
 
-    def _publish_defaults(self, push: PushContext) -> None:
+    def _new_builds(self, config: MeshConfig) -> _Builds:
+        self._builds = _Builds(IndexedPushContext(config, self.overrides, self.hooks))
+        return self._builds
+
+    def _current_builds(self, config: MeshConfig) -> _Builds:
+        """The latest push's builds while its config and overrides are still current."""
+        builds = self._builds
+        if builds is None or builds.push.config is not config or builds.push.overrides is not self.overrides:
+            return self._new_builds(config)
+        return builds
+
+    def _publish_defaults(self, builds: _Builds) -> None:
         roles: tuple[Role, ...] = ("sidecar", "gateway")
         for role in roles:
             proxy = Proxy(role=role, id=f"default~{role}", namespace="default")
             try:
-                snapshot = build_snapshot(proxy, push)
-            except MeshloopError as exc:
+                snapshot = builds.build(proxy)
+            except (MeshloopError, ValueError) as exc:
                 BUILD_ERRORS.inc()
                 self._errors[proxy.id] = str(exc)
                 continue
@@ -166,11 +226,11 @@ class MeshPusher:
     def _push_new(self, node_id: str) -> None:
         node = self._nodes.get(node_id)
         if node is not None and self.config is not None:
-            self._push_node(node, PushContext(self.config, self.overrides, self.hooks))
+            self._push_node(node, self._current_builds(self.config))
 
-    def _push_node(self, node: NodeInfo, push: PushContext) -> Snapshot | None:
+    def _push_node(self, node: NodeInfo, builds: _Builds) -> Snapshot | None:
         try:
-            snapshot = build_snapshot(proxy_from_node(node), push)
+            snapshot = builds.build(proxy_from_node(node))
         except (MeshloopError, ValueError) as exc:
             BUILDS.labels("failed").inc()
             BUILD_ERRORS.inc()

@@ -14,7 +14,7 @@ whatever the insertion order, and an unchanged type is never pushed again.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -112,6 +112,11 @@ class Snapshot:
     """
 
     types: Mapping[str, TypedResources]
+    # consistent()'s answers by external cluster set: a snapshot shared by many proxies is
+    # checked once, not once per proxy (the value is immutable, so the answer is too)
+    _checked: dict[frozenset[str], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def build(cls, resources: Mapping[str, Iterable[Message]]) -> Snapshot:
@@ -146,8 +151,14 @@ class Snapshot:
         cluster a route (RDS or inline) sends to exists in CDS or ``external_clusters``
         (the bootstrap's static clusters).
         """
+        key = frozenset(external_clusters)
+        if key not in self._checked:
+            self._checked[key] = tuple(self._problems(key))
+        return list(self._checked[key])
+
+    def _problems(self, external_clusters: frozenset[str]) -> list[str]:
         problems: list[str] = []
-        routes, clusters = self.names(ROUTE), self.names(CLUSTER) | set(external_clusters)
+        routes, clusters = self.names(ROUTE), self.names(CLUSTER) | external_clusters
         assignments = self.names(ENDPOINT)
         configs = [r.message for r in self.get(ROUTE).by_name.values()]
         for item in self.get(LISTENER).by_name.values():
