@@ -14,6 +14,7 @@ Translation and pushes are :class:`~meshloop.xds.pusher.MeshPusher`'s job.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +29,8 @@ from meshloop.mesh.watch import Accepted, MeshState, watch
 from meshloop.store.buffered import BufferedWriter
 from meshloop.xds.overrides import CircuitBreaker, OutlierOverride, Overrides, RouteWeights
 from meshloop.xds.pusher import MeshPusher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,21 @@ class MeshControl:
         """Take a loaded config if it is valid; True when it is now the served one."""
         result = self.state.apply(config, issues)
         if isinstance(result, Accepted):
+            for warning in result.warnings:
+                log.warning("mesh config: %s", warning.render())
             if result.changed:
                 assert self.state.config is not None
+                log.info("mesh config %s accepted (%s)", result.version, ", ".join(map(str, self.mesh_paths)))
                 self.pusher.update_config(self.state.config)
                 self._record(
                     "config", "accepted", result.version, "mesh-dir", {"warnings": len(result.warnings)}
                 )
             return True
+        log.error(
+            "mesh config refused; still serving %s:\n  %s",
+            self.state.config.version if self.state.config else "nothing",
+            "\n  ".join(result.reasons[:20]),
+        )
         self._record("config", "rejected", "", "mesh-dir", {"reasons": list(result.reasons)[:50]})
         return False
 

@@ -164,6 +164,7 @@ def test_mesh_dir_overrides_and_invalid_changes_with_a_real_envoy(
             f"{mesh_file}:" in reason and "must total 100" in reason for reason in rejection["reasons"]
         )
         assert all(answer(svc) == "v1" for _ in range(10))
+        assert any("mesh config refused" in line for line in meshloop.stderr)
 
         # A valid change is served.
         mesh_file.write_text(MESH.format(svc=svc, w1=0, w2=100, **versions))
