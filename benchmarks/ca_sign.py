@@ -6,7 +6,9 @@
   ``cryptography`` alone — ``CertificateBuilder.sign`` with nothing around it.
 * second ceiling: that signature **plus** one ECDSA P-256 verify of the CSR, the check
   ``sign_csr`` may not skip (a P-256 verify costs ~3× a sign with OpenSSL), so this is
-  the true upper bound for a CA that verifies CSRs.
+  the true upper bound for a CA that verifies CSRs. It verifies with one key object over
+  and over; a CA gets a new key with every CSR, and loading it (~5 µs) plus its first
+  verify (~5 µs more than later ones) cost extra, so ``sign_csr`` can exceed this one.
 * through gRPC: ``CreateCertificate`` over TLS with a bearer token, one channel, 8 calls
   in flight, against the same ceiling.
 """

@@ -23,14 +23,22 @@ shell around them.
 * **CSRs**: the signature is verified; the requested SANs are ignored except that any SPIFFE
   URI in them must equal the authenticated identity; the certificate carries exactly the
   authenticated identity.
+* **Fast path.** :meth:`CertificateAuthority.sign_csr` encodes the certificate from a
+  per-CA DER template (:mod:`meshloop.identity.fast_x509`) and signs the bytes directly:
+  the same TBSCertificate, byte for byte, that :meth:`CertificateAuthority.issue` gets
+  from ``CertificateBuilder`` (``tests/unit/test_fast_x509.py``). Unusual inputs (non-EC
+  signing key, naive ``now``, sub-second TTL, an expired signing certificate) take
+  ``issue``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import secrets
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +47,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
+from meshloop.identity import fast_x509
 from meshloop.identity.errors import CAFileError, CSRRefused, KeyFilePermissions
 from meshloop.identity.spiffe import SpiffeId, certificate_uris
 
@@ -91,6 +100,17 @@ _CA_KU = x509.KeyUsage(
 )
 _EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
 _NOT_CA = x509.BasicConstraints(ca=False, path_length=None)
+# The CSR signature algorithms accepted (ECDSA with SHA-2), as ready-made verify arguments.
+_CSR_ECDSA = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: fast_x509.ECDSA_SHA256,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
+}
+_NO_ATTRIBUTES = b"\xa0\x00"  # a CSR's [0] attributes when it requests nothing
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_SECOND = dt.timedelta(seconds=1)
+_CLOCK_SKEW_SECONDS = CLOCK_SKEW // _SECOND
+_EARLIEST_SECONDS = (dt.datetime(1950, 1, 1, tzinfo=dt.UTC) - _EPOCH) // _SECOND  # the builder's floor
 
 
 def pem(cert: x509.Certificate) -> str:
@@ -245,6 +265,14 @@ class CertificateAuthority:
         ski = signing_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
         self._chain_pems = [pem(c) for c in self.intermediates]
+        self._not_after_limit = (signing_cert.not_valid_after_utc - _EPOCH) // _SECOND
+        # sign_csr's fast path: the same certificate as issue() gives CertificateBuilder,
+        # encoded from a per-CA DER template and signed directly (EC signing keys).
+        self._template = (
+            fast_x509.WorkloadTemplate(self._issuer, _WORKLOAD_KU, _EKU, _NOT_CA, self._aki)
+            if isinstance(signing_key, ec.EllipticCurvePrivateKey)
+            else None
+        )
 
     @property
     def root(self) -> x509.Certificate:
@@ -316,28 +344,78 @@ class CertificateAuthority:
         (``bad_key``) or the TTL is over the maximum (``ttl_too_long``).
         """
         data = csr_pem.encode() if isinstance(csr_pem, str) else csr_pem
-        try:
-            csr = x509.load_pem_x509_csr(data)
-        except ValueError as exc:
-            raise CSRRefused("bad_csr", f"CSR is not a PEM PKCS#10 request: {exc}") from exc
+        csr = self._load_csr(data)
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise CSRRefused("bad_key", "CSR key must be EC P-256")
-        algorithm = csr.signature_hash_algorithm
-        if not isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
-            raise CSRRefused("bad_signature", "CSR must be signed with ECDSA and SHA-2")
+        ecdsa = _CSR_ECDSA.get(csr.signature_algorithm_oid)
+        if ecdsa is None:  # not ECDSA-SHA2 by OID: the general check (and its errors)
+            algorithm = csr.signature_hash_algorithm
+            if not isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
+                raise CSRRefused("bad_signature", "CSR must be signed with ECDSA and SHA-2")
+            ecdsa = ec.ECDSA(algorithm)
+        cri = csr.tbs_certrequest_bytes
         try:  # the same check as csr.is_signature_valid, without its extra parsing (~20% faster)
-            public_key.verify(csr.signature, csr.tbs_certrequest_bytes, ec.ECDSA(algorithm))
+            public_key.verify(csr.signature, cri, ecdsa)
         except InvalidSignature as exc:
             raise CSRRefused("bad_signature", "CSR signature does not verify with its public key") from exc
+        template = self._template
+        parts = fast_x509.split_request_info(cri) if template is not None else None
+        if parts is None or template is None:
+            self._check_requested_uris(csr, identity)
+            return self.chain_pems(self.issue(public_key, identity, now or dt.datetime.now(dt.UTC), ttl))
+        spki, attributes = parts
+        mine = template.identity(identity.uri)
+        # The common requests (no extensions; exactly our SAN) by their bytes, the rest parsed.
+        if (
+            attributes != mine.request_critical
+            and attributes != _NO_ATTRIBUTES
+            and attributes != mine.request_plain
+        ):
+            self._check_requested_uris(csr, identity)
+        # The builder's path (and its errors) for naive times, sub-second TTLs, bad validity.
+        lifetime = self.resolve_ttl(ttl)
+        if now is None:
+            seconds = math.floor(time.time())
+        elif now.tzinfo is not None:
+            seconds = (now - _EPOCH) // _SECOND
+        else:
+            return self.chain_pems(self.issue(public_key, identity, now, ttl))
+        not_before = seconds - _CLOCK_SKEW_SECONDS
+        not_after = min(seconds + lifetime.days * 86400 + lifetime.seconds, self._not_after_limit)
+        if lifetime.microseconds or not_after < not_before or not_before < _EARLIEST_SECONDS:
+            return self.chain_pems(self.issue(public_key, identity, now or dt.datetime.now(dt.UTC), ttl))
+        if len(spki) != fast_x509.P256_SPKI_LENGTH or not spki.startswith(fast_x509.P256_SPKI_PREFIX):
+            spki = public_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        validity = template.validity(not_before, not_after)
+        tbs = template.tbs_certificate(serial_number(), validity, spki, mine.extensions)
+        return [fast_x509.certificate_pem(template.certificate(tbs, self.signing_key)), *self._chain_pems]
+
+    @staticmethod
+    def _check_requested_uris(csr: x509.CertificateSigningRequest, identity: SpiffeId) -> None:
+        """Any URI SAN the CSR asks for must be the authenticated identity."""
         for uri in certificate_uris(csr):
             if uri != identity.uri:
                 raise CSRRefused(
                     "identity_mismatch",
                     f"CSR asks for {uri} but the caller is authenticated as {identity.uri}",
                 )
-        when = now or dt.datetime.now(dt.UTC)
-        return self.chain_pems(self.issue(public_key, identity, when, ttl))
+
+    @staticmethod
+    def _load_csr(data: bytes) -> x509.CertificateSigningRequest:
+        """Parse a PEM CSR (the plain one-block form decoded here, anything else by cryptography)."""
+        der = fast_x509.csr_der_from_pem(data)
+        if der is not None:
+            try:
+                return x509.load_der_x509_csr(der)
+            except ValueError:
+                pass  # report it as load_pem_x509_csr does
+        try:
+            return x509.load_pem_x509_csr(data)
+        except ValueError as exc:
+            raise CSRRefused("bad_csr", f"CSR is not a PEM PKCS#10 request: {exc}") from exc
 
 
 # ---------------------------------------------------------------- files (the thin shell)
