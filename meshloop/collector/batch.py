@@ -1,4 +1,4 @@
-"""One WAL batch → the frames to insert, per table (pure: no I/O, no clock).
+"""One WAL batch → the frames to insert, per table (no I/O; decode time is measured per source).
 
 Records are grouped by source and, for Envoy streams, by stream identity (the WAL
 record's ``meta``), then decoded in bulk by the ``accesslog`` room. A payload that
@@ -9,6 +9,7 @@ returned as quarantined with its error — the rest of the batch still lands.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class BatchFrames:
     sources: dict[str, Source] = field(default_factory=dict)
     quarantined: list[tuple[WalRecord, str]] = field(default_factory=list)
     late_entries: int = 0
+    decode_seconds: dict[Source, float] = field(default_factory=lambda: defaultdict(float))
 
     def add(self, source: Source, table: str, frame: pl.DataFrame) -> None:
         if frame.height:
@@ -115,7 +117,10 @@ def build_frames(records: Sequence[WalRecord], batch_id: str, lateness_ns: int) 
         groups[(record.kind, record.meta if stream_scoped else b"")].append(record)
     for (kind, meta), group in groups.items():
         source = Source(kind)
-        for frames, members in _decode_isolating(group, _decoder(source, meta, batch_id), out):
+        started = time.perf_counter()
+        decoded = _decode_isolating(group, _decoder(source, meta, batch_id), out)
+        out.decode_seconds[source] += time.perf_counter() - started
+        for frames, members in decoded:
             for table, frame in frames.items():
                 out.add(source, table, frame)
             if source is Source.ENVOY_ALS:

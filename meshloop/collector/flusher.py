@@ -218,7 +218,8 @@ class Flusher:
         decode_started = time.perf_counter()
         frames = build_frames(records, batch_id, self.lateness_ns)
         decode_s = time.perf_counter() - decode_started
-        m.DECODE_SECONDS.labels("batch").observe(decode_s)
+        for source, seconds in frames.decode_seconds.items():
+            m.DECODE_SECONDS.labels(source.label).observe(seconds)
         return last, batch_id, frames, decode_s
 
     def _store(self, last: int, batch_id: str, frames: BatchFrames, decode_s: float) -> bool:

@@ -91,6 +91,7 @@ def test_real_envoy_access_logs_and_metrics_land_in_clickhouse(
     )
     poll(lambda: rows(meshloop, "otel_metrics_gauge") > 0, 30, "Envoy gauges in otel_metrics_gauge")
     assert meshloop.metric('meshloop_collector_messages_received_total{source="envoy_als"}') >= 1
+    assert meshloop.metric('meshloop_collector_decode_duration_seconds_count{source="envoy_als"}') >= 1
     status = json.loads(http_get(meshloop.api + "/api/v1/status/collector")[1])
     als = [s for s in status["streams"] if s["source"] == "envoy_als"]
     assert (
