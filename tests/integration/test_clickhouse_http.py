@@ -354,3 +354,17 @@ def test_unexpected_error_is_std_exception(server, monkeypatch):
     reply = request(server, {"query": "SELECT 1"})
     assert (reply.status, reply.headers["X-ClickHouse-Exception-Code"]) == (500, "1001")
     assert reply.body.startswith(b"Code: 1001. DB::Exception: RuntimeError: boom")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["1', readonly = '0", "1\\', readonly = 0 --", "1'; DROP TABLE t; --", "1\\\\', readonly = '0"],
+)
+def test_setting_values_from_the_url_cannot_escape_readonly(server, db, hostile):
+    """Settings from the URL become SET statements: their values must stay string literals."""
+    server.store.command(f"CREATE TABLE IF NOT EXISTS {db}.t (a UInt8) ENGINE = MergeTree ORDER BY a")
+    reply = request(server, {"query": f"INSERT INTO {db}.t VALUES (1)", "max_threads": hostile})
+    assert reply.status != 200  # GET is read-only, and the value is no valid max_threads
+    viewer = {"query": f"INSERT INTO {db}.t VALUES (1)", "max_threads": hostile, "user": "viewer"}
+    assert request(server, viewer, b"").status != 200
+    assert server.client(database=db).command("SELECT count() FROM t") == 0
