@@ -4,13 +4,11 @@ removals, reconnects, status. Everything polls to a deadline."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -32,6 +30,7 @@ from meshloop.xds.server import start_xds_server
 from meshloop.xds.snapshot import Snapshot
 from meshloop.xds.status import XdsEvent, XdsStatus, proxy_status_table
 from tests.integration.envoy_process import EnvoyProcess, free_port
+from tests.integration.http_servers import named_servers
 
 pytestmark = pytest.mark.integration
 
@@ -39,34 +38,11 @@ NODE = "sidecar~127.0.0.1~app.default~default.svc.cluster.local"
 DEADLINE = 15.0
 
 
-class _Named(BaseHTTPRequestHandler):
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = f"{self.server.name}\n".encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def backends() -> Iterator[dict[str, int]]:
     """Two HTTP servers answering ``blue`` and ``green``; yields {name: port}."""
-    servers = {}
-    for name in ("blue", "green"):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Named)
-        server.name = name  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers[name] = server
-    yield {name: s.server_address[1] for name, s in servers.items()}
-    for server in servers.values():
-        server.shutdown()
-        server.server_close()
+    with named_servers("blue", "green") as ports:
+        yield ports
 
 
 # --- hand-built resources ---------------------------------------------------------------

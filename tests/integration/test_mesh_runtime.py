@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,75 +15,19 @@ import pytest
 
 from meshloop.xds.bootstrap import BootstrapOptions, build_bootstrap
 from tests.integration.envoy_process import EnvoyProcess, free_port
+from tests.integration.http_servers import named_servers
+from tests.integration.meshes import REVIEWS_MESH
 from tests.integration.meshloop_process import MeshloopProcess, http_get, poll
 
 pytestmark = pytest.mark.integration
 
 HOST = "reviews.shop.svc.cluster.local"
-MESH = """
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: {svc}, targetPort: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v1, namespace: shop}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{app: reviews, version: v1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v2, namespace: shop}}
-spec: {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{app: reviews, version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  host: reviews
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - {{destination: {{host: reviews, subset: v1}}, weight: {w1}}}
-    - {{destination: {{host: reviews, subset: v2}}, weight: {w2}}}
-"""
-
-
-def named_server(name: str) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        disable_nagle_algorithm = True
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            body = name.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 @pytest.fixture
 def versions() -> Iterator[dict[str, int]]:
-    servers = {name: named_server(name) for name in ("v1", "v2")}
-    yield {name: server.server_address[1] for name, server in servers.items()}
-    for server in servers.values():
-        server.shutdown()
-        server.server_close()
+    with named_servers("v1", "v2") as ports:
+        yield ports
 
 
 def answer(port: int) -> str:
@@ -93,7 +35,7 @@ def answer(port: int) -> str:
     try:
         conn.request("GET", "/", headers={"Host": HOST})
         response = conn.getresponse()
-        return response.read().decode() if response.status == 200 else f"HTTP {response.status}"
+        return response.read().decode().strip() if response.status == 200 else f"HTTP {response.status}"
     except OSError:
         return ""
     finally:
@@ -118,7 +60,7 @@ def test_mesh_dir_overrides_and_invalid_changes_with_a_real_envoy(
     mesh_dir, svc = tmp_path / "mesh", free_port()
     mesh_dir.mkdir()
     mesh_file = mesh_dir / "reviews.yaml"
-    mesh_file.write_text(MESH.format(svc=svc, w1=100, w2=0, **versions))
+    mesh_file.write_text(REVIEWS_MESH.format(svc=svc, w1=100, w2=0, **versions))
     with MeshloopProcess(tmp_path / "data", extra=["--mesh-dir", str(mesh_dir)]) as meshloop:
         meshloop.wait_ready()
         options = BootstrapOptions(
@@ -156,7 +98,7 @@ def test_mesh_dir_overrides_and_invalid_changes_with_a_real_envoy(
         poll(lambda: all(answer(svc) == "v1" for _ in range(5)), 10, "back to the mesh dir's routing")
 
         # An invalid change (weights 60 + 60): refused, the last good config keeps serving.
-        mesh_file.write_text(MESH.format(svc=svc, w1=60, w2=60, **versions))
+        mesh_file.write_text(REVIEWS_MESH.format(svc=svc, w1=60, w2=60, **versions))
         rejection = poll(
             lambda: api(meshloop, "GET", "/api/v1/mesh")[1]["config"].get("last_rejection"), 10, "a rejection"
         )
@@ -167,7 +109,7 @@ def test_mesh_dir_overrides_and_invalid_changes_with_a_real_envoy(
         assert any("mesh config refused" in line for line in meshloop.stderr)
 
         # A valid change is served.
-        mesh_file.write_text(MESH.format(svc=svc, w1=0, w2=100, **versions))
+        mesh_file.write_text(REVIEWS_MESH.format(svc=svc, w1=0, w2=100, **versions))
         poll(lambda: all(answer(svc) == "v2" for _ in range(5)), 10, "the new mesh dir routing")
         changes = poll(
             lambda: (

@@ -28,6 +28,7 @@ from meshloop.xds.generate import MeshPusher
 from meshloop.xds.overrides import Overrides, RouteWeights
 from meshloop.xds.server import start_xds_server
 from tests.integration.envoy_process import EnvoyProcess, free_port, validate
+from tests.integration.meshes import REVIEWS_MESH
 
 SLOW_UPSTREAM = threading.Event()  # a slow upstream answers after SLOW_UPSTREAM_S
 SLOW_UPSTREAM_S = 1.0
@@ -153,41 +154,7 @@ def upstreams() -> Iterator[dict[str, ThreadingHTTPServer]]:
         server.server_close()
 
 
-MESH = """
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: {svc}, targetPort: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v1, namespace: shop}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{app: reviews, version: v1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-v2, namespace: shop}}
-spec: {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{app: reviews, version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  host: reviews
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - {{destination: {{host: reviews, subset: v1}}, weight: 50}}
-    - {{destination: {{host: reviews, subset: v2}}, weight: 50}}
----
+MESH = REVIEWS_MESH + """---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: backends, namespace: shop}}
@@ -315,7 +282,7 @@ class Mesh:
 async def mesh(tmp_path: Path, upstreams: dict[str, ThreadingHTTPServer]) -> AsyncIterator[Mesh]:
     ports = {name: s.server_address[1] for name, s in upstreams.items()}
     svc, gw = free_port(), free_port()
-    (tmp_path / "mesh.yaml").write_text(MESH.format(svc=svc, gw=gw, **ports))
+    (tmp_path / "mesh.yaml").write_text(MESH.format(svc=svc, gw=gw, w1=50, w2=50, **ports))
     config, issues = load_and_validate([tmp_path / "mesh.yaml"])
     assert config is not None, [i.render() for i in issues]
     cache = SnapshotCache(external_clusters={"meshloop_collector", "meshloop_xds"})
