@@ -200,8 +200,19 @@ class Runtime:
             self.mesh_control.apply_config(MeshConfig.build([]), [])  # serve an empty, consistent mesh
         self._tasks.append(asyncio.create_task(changes.run()))
         self._tasks.append(asyncio.create_task(self.mesh_control.watch()))
+        self._tasks.append(asyncio.create_task(self._prune_gone_proxies()))
         if paths:
             announce(f"meshloop: mesh          {self.settings.mesh_dir}  (watched; GET /api/v1/mesh)")
+
+    async def _prune_gone_proxies(self, every_s: float = 60.0, gone_for_s: float = 600.0) -> None:
+        """Proxies without a stream for 10 minutes are forgotten by the xDS status and the
+        pusher (no more builds for them); a proxy that comes back is a new node."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self.xds_status is None or self.mesh_pusher is None:
+                continue
+            for node_id in self.xds_status.prune(gone_for_s):
+                self.mesh_pusher.forget(node_id)
 
     async def _start_ca(self) -> None:
         from meshloop.identity.ca import load_ca, load_or_create_ca

@@ -88,6 +88,7 @@ class _ProxyStatus:
     cluster: str = ""
     envoy_version: str = ""
     connected_since: float | None = None
+    disconnected_at: float | None = None
     streams: int = 0
     types: dict[str, _TypeStatus] = field(default_factory=dict)
 
@@ -147,9 +148,22 @@ class XdsStatus:
             return
         proxy.streams = max(0, proxy.streams - 1)
         if proxy.streams == 0:
-            proxy.connected_since = None
+            proxy.connected_since, proxy.disconnected_at = None, self._clock()
         CONNECTED.set(sum(1 for p in self._proxies.values() if p.streams > 0))
         self._emit(node_id, "DISCONNECT")
+
+    def prune(self, gone_for_s: float) -> list[str]:
+        """Forget proxies with no stream for at least ``gone_for_s`` seconds (pods that
+        went away); return their node ids. Keeps status bounded under churn."""
+        cutoff = self._clock() - gone_for_s
+        gone = [
+            node_id
+            for node_id, proxy in self._proxies.items()
+            if proxy.streams == 0 and proxy.disconnected_at is not None and proxy.disconnected_at <= cutoff
+        ]
+        for node_id in gone:
+            del self._proxies[node_id]
+        return gone
 
     def sent(self, node_id: str, type_url: str, version: str) -> None:
         entry = self._type(node_id, type_url)
