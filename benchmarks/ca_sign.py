@@ -2,8 +2,11 @@
 
 * ``sign_csr``: parse the PEM CSR, check key type, verify its ECDSA signature, check its
   SANs, build and sign the certificate (5 extensions), PEM-encode the chain.
-* ceiling (the brief's): the same ECDSA P-256 signature of a comparable certificate with
-  ``cryptography`` alone — ``CertificateBuilder.sign`` with nothing around it.
+* ceiling (the brief's): the same signature with ``cryptography`` alone — the identical
+  certificate (same subject, issuer, validity, the same 5 extensions: KU, EKU, basic
+  constraints, AKI, SAN) built and signed by ``CertificateBuilder.sign``, nothing around
+  it: no CSR, no checks, no PEM. (Until 2026-11-25 the ceiling signed a lighter
+  certificate with only the SAN; that compared unlike work.)
 * second ceiling: that signature **plus** one ECDSA P-256 verify of the CSR, the check
   ``sign_csr`` may not skip (a P-256 verify costs ~3× a sign with OpenSSL), so this is
   the true upper bound for a CA that verifies CSRs. It verifies with one key object over
@@ -51,6 +54,20 @@ def _setup() -> tuple[CertificateAuthority, ec.EllipticCurvePrivateKey, bytes]:
     return ca, workload, csr.public_bytes(serialization.Encoding.PEM)
 
 
+_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=True, data_encipherment=False,
+    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+)  # fmt: skip
+_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage(
+    [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+)
+
+
+def _aki(ca: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
+    ski = ca.signing_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
 def _raw_sign(ca: CertificateAuthority, public_key: ec.EllipticCurvePublicKey) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     return (
@@ -61,6 +78,10 @@ def _raw_sign(ca: CertificateAuthority, public_key: ec.EllipticCurvePublicKey) -
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(hours=24))
+        .add_extension(_KEY_USAGE, critical=True)
+        .add_extension(_EXTENDED_KEY_USAGE, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_aki(ca), critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ME.uri)]), critical=True)
         .sign(ca.signing_key, hashes.SHA256())
     )
