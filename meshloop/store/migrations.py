@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshloop.errors import SchemaTooNew
-from meshloop.store import schema, schema_control
+from meshloop.store import schema, schema_control, schema_otel
 from meshloop.store.base import Store
 
 
@@ -57,11 +57,11 @@ def migrations(database: str, cluster: str | None = None, ttl_days: int = 30) ->
             2,
             "otel tables",
             tuple(
-                schema.otel_logs_ddl(database, cluster, ttl_days)
-                + schema.otel_traces_ddl(database, cluster, ttl_days)
+                schema_otel.otel_logs_ddl(database, cluster, ttl_days)
+                + schema_otel.otel_traces_ddl(database, cluster, ttl_days)
             ),
         ),
-        Migration(3, "otel metrics", tuple(schema.otel_metrics_ddl(database, cluster, ttl_days))),
+        Migration(3, "otel metrics", tuple(schema_otel.otel_metrics_ddl(database, cluster, ttl_days))),
         Migration(
             4,
             "access log windows",

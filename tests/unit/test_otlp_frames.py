@@ -22,6 +22,7 @@ from meshloop.accesslog.otlp_columns import go_float
 from meshloop.collector.gen import metrics_pb2
 from meshloop.collector.gen.metrics_service_pb2 import StreamMetricsMessage
 from meshloop.store import schema as ddl
+from meshloop.store import schema_otel
 
 T0 = 1_700_000_000_000_000_000  # ns
 
@@ -108,10 +109,10 @@ def compatible(ch: str, dtype: pl.DataType) -> bool:
 
 
 def _tables() -> list[tuple[str, list[str], pl.Schema]]:
-    metrics = ddl.otel_metrics_ddl("db")
+    metrics = schema_otel.otel_metrics_ddl("db")
     out = [
-        (ddl.OTEL_LOGS, ddl.otel_logs_ddl("db"), otlp.OTEL_LOGS_SCHEMA),
-        (ddl.OTEL_TRACES, ddl.otel_traces_ddl("db")[:1], otlp.OTEL_TRACES_SCHEMA),
+        (ddl.OTEL_LOGS, schema_otel.otel_logs_ddl("db"), otlp.OTEL_LOGS_SCHEMA),
+        (ddl.OTEL_TRACES, schema_otel.otel_traces_ddl("db")[:1], otlp.OTEL_TRACES_SCHEMA),
     ]
     for table, schema in otlp.OTEL_METRICS_SCHEMAS.items():
         statement = [s for s in metrics if f"db.{table}\n" in s]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from meshloop.store import schema
+from meshloop.store import schema, schema_otel
 from meshloop.store.migrations import migrations, render_cluster_sql
 
 # Column (name, type) lists read off the exporter's templates
@@ -91,12 +91,12 @@ def indexes_of(ddl: str) -> list[str]:
 
 
 def test_otel_logs_columns_match_the_exporter() -> None:
-    (ddl,) = schema.otel_logs_ddl("db", None, 30)
+    (ddl,) = schema_otel.otel_logs_ddl("db", None, 30)
     assert columns_of(ddl) == OTEL_LOGS_COLUMNS
 
 
 def test_otel_logs_keys_codecs_and_indexes_match_the_exporter() -> None:
-    (ddl,) = schema.otel_logs_ddl("db", None, 0)
+    (ddl,) = schema_otel.otel_logs_ddl("db", None, 0)
     assert "PARTITION BY toDate(Timestamp)" in ddl
     assert "ORDER BY (toStartOfFiveMinutes(Timestamp), ServiceName, Timestamp)" in ddl
     assert (
@@ -117,7 +117,7 @@ def test_otel_logs_keys_codecs_and_indexes_match_the_exporter() -> None:
 
 
 def test_otel_traces_columns_and_keys_match_the_exporter() -> None:
-    traces, lookup, view = schema.otel_traces_ddl("db", None, 30)
+    traces, lookup, view = schema_otel.otel_traces_ddl("db", None, 30)
     assert columns_of(traces) == OTEL_TRACES_COLUMNS
     assert "PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))" in traces
     assert "ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)" in traces
@@ -131,7 +131,7 @@ def test_otel_traces_columns_and_keys_match_the_exporter() -> None:
 
 
 def test_otel_metrics_tables_and_shared_columns() -> None:
-    ddls = schema.otel_metrics_ddl("db", None, 30)
+    ddls = schema_otel.otel_metrics_ddl("db", None, 30)
     names = [re.search(r"db\.(\w+)", d).group(1) for d in ddls]  # type: ignore[union-attr]
     assert names == [
         "otel_metrics_gauge",
@@ -211,7 +211,7 @@ def test_cluster_ddl_is_replicated_and_distributed() -> None:
 
 
 def test_cluster_view_reads_and_writes_local_tables() -> None:
-    view = schema.otel_traces_ddl("meshdb", "prod", 30)[-1]
+    view = schema_otel.otel_traces_ddl("meshdb", "prod", 30)[-1]
     assert "otel_traces_trace_id_ts_mv ON CLUSTER prod" in view
     assert "TO meshdb.otel_traces_trace_id_ts_local\n" in view
     assert "FROM meshdb.otel_traces_local\n" in view
@@ -249,7 +249,7 @@ def test_bad_identifiers_are_rejected(database: str, cluster: str | None) -> Non
 @pytest.mark.parametrize("ttl_days", [-1, 1.5, True])
 def test_bad_ttl_is_rejected(ttl_days: object) -> None:
     with pytest.raises(ValueError, match="ttl_days"):
-        schema.otel_logs_ddl("db", None, ttl_days)  # type: ignore[arg-type]
+        schema_otel.otel_logs_ddl("db", None, ttl_days)  # type: ignore[arg-type]
 
 
 def test_migration_versions_strictly_increase_and_checksums_differ() -> None:
