@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +35,6 @@ class Readiness:
 
     ready: bool = False
     reason: str = "starting"
-    checks: dict[str, str] = field(default_factory=dict)
 
     def set(self, ready: bool, reason: str) -> None:
         self.ready = ready
