@@ -24,7 +24,7 @@ Bad input raises :class:`DecodeError` and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import polars as pl
@@ -141,6 +141,19 @@ def _parse(message_type: Any, payloads: Sequence[bytes]) -> list[Any]:
     return parsed
 
 
+def _scoped(
+    scopes: _Scopes, message_type: Any, requests: Sequence[bytes], resources: str, scoped: str, items: str
+) -> Iterator[tuple[int, Any]]:
+    """Walk OTLP's request → resource → scope nesting (``resource_logs`` / ``scope_logs``
+    / ``log_records`` and the like): yield each scope's row in ``scopes`` and its items."""
+    for request in _parse(message_type, requests):
+        for top in getattr(request, resources):
+            resource, service = _resource(top.resource)
+            for scope in getattr(top, scoped):
+                row = scopes.add(resource, top.schema_url, service, scope.scope, scope.schema_url)
+                yield row, getattr(scope, items)
+
+
 def _name(names: tuple[str, ...], value: int) -> str:
     return names[value] if 0 <= value < len(names) else ""
 
@@ -224,28 +237,22 @@ def logs_frame(requests: Sequence[bytes]) -> pl.DataFrame:
     rows: list[tuple[Any, ...]] = []
     attributes = Maps()
     add_attributes = attributes.add_attributes
-    for request in _parse(ExportLogsServiceRequest, requests):
-        for resource_logs in request.resource_logs:
-            resource, service = _resource(resource_logs.resource)
-            for scope_logs in resource_logs.scope_logs:
-                row = scopes.add(
-                    resource, resource_logs.schema_url, service, scope_logs.scope,
-                    scope_logs.schema_url,
-                )
-                records = scope_logs.log_records
-                scope_rows.extend([row] * len(records))
-                for record in records:
-                    rows.append((
-                        record.time_unix_nano or record.observed_time_unix_nano,
-                        hex_or_empty(record.trace_id),
-                        hex_or_empty(record.span_id),
-                        record.flags & 0xFF,
-                        record.severity_text,
-                        record.severity_number & 0xFF,
-                        any_string(record.body),
-                        record.event_name,
-                    ))
-                    add_attributes(record.attributes)
+    for row, records in _scoped(
+        scopes, ExportLogsServiceRequest, requests, "resource_logs", "scope_logs", "log_records"
+    ):
+        scope_rows.extend([row] * len(records))
+        for record in records:
+            rows.append((
+                record.time_unix_nano or record.observed_time_unix_nano,
+                hex_or_empty(record.trace_id),
+                hex_or_empty(record.span_id),
+                record.flags & 0xFF,
+                record.severity_text,
+                record.severity_number & 0xFF,
+                any_string(record.body),
+                record.event_name,
+            ))
+            add_attributes(record.attributes)
     columns = _transpose(_LOG_ROW, rows)
     columns["LogAttributes"] = attributes.series("LogAttributes")
     scopes.expand(OTEL_LOGS_SCHEMA, scope_rows, columns)
@@ -316,17 +323,12 @@ def traces_frame(requests: Sequence[bytes]) -> pl.DataFrame:
     scopes = _Scopes()
     scope_rows: list[int] = []
     spans = _SpanColumns()
-    for request in _parse(ExportTraceServiceRequest, requests):
-        for resource_spans in request.resource_spans:
-            resource, service = _resource(resource_spans.resource)
-            for scope_spans in resource_spans.scope_spans:
-                row = scopes.add(
-                    resource, resource_spans.schema_url, service, scope_spans.scope,
-                    scope_spans.schema_url,
-                )
-                scope_rows.extend([row] * len(scope_spans.spans))
-                for span in scope_spans.spans:
-                    spans.add(span)
+    for row, items in _scoped(
+        scopes, ExportTraceServiceRequest, requests, "resource_spans", "scope_spans", "spans"
+    ):
+        scope_rows.extend([row] * len(items))
+        for span in items:
+            spans.add(span)
     columns = _transpose(_SPAN_ROW, spans.rows)
     columns["SpanAttributes"] = spans.span_attributes.series("SpanAttributes")
     columns["Events.Attributes"] = spans.event_attributes.series("Events.Attributes")
@@ -468,16 +470,11 @@ def metrics_frames(requests: Sequence[bytes]) -> dict[str, pl.DataFrame]:
     """
     scopes = _Scopes()
     tables: dict[str, _Points] = {}
-    for request in _parse(ExportMetricsServiceRequest, requests):
-        for resource_metrics in request.resource_metrics:
-            resource, service = _resource(resource_metrics.resource)
-            for scope_metrics in resource_metrics.scope_metrics:
-                row = scopes.add(
-                    resource, resource_metrics.schema_url, service, scope_metrics.scope,
-                    scope_metrics.schema_url,
-                )
-                for metric in scope_metrics.metrics:
-                    _otlp_metric(tables, row, metric)
+    for row, metrics in _scoped(
+        scopes, ExportMetricsServiceRequest, requests, "resource_metrics", "scope_metrics", "metrics"
+    ):
+        for metric in metrics:
+            _otlp_metric(tables, row, metric)
     return {table: points.build(scopes) for table, points in tables.items() if points.rows}
 
 
