@@ -49,12 +49,15 @@ def _address(ip: str, port: int) -> address_pb2.Address:
 START_NS = 1_764_000_000_000_000_000
 
 
-def sample_entry(i: int, rng: random.Random, start_ns: int = START_NS) -> al.HTTPAccessLogEntry:
-    """One realistic outbound sidecar entry (productpage → reviews v2)."""
+def sample_entry(
+    i: int, rng: random.Random, start_ns: int = START_NS, spacing_ns: int = 1_000_017
+) -> al.HTTPAccessLogEntry:
+    """One realistic outbound sidecar entry (productpage → reviews v2), started
+    ``start_ns + i × spacing_ns``."""
     e = al.HTTPAccessLogEntry(protocol_version=al.HTTPAccessLogEntry.HTTP11)
     c = e.common_properties
     c.sample_rate = 1.0
-    c.start_time.FromNanoseconds(start_ns + i * 1_000_017)
+    c.start_time.FromNanoseconds(start_ns + i * spacing_ns)
     c.downstream_remote_address.CopyFrom(_address("10.1.2.3", 40_000 + i % 20_000))
     c.downstream_local_address.CopyFrom(_address("10.96.14.7", 9080))
     c.upstream_remote_address.CopyFrom(_address(f"10.1.9.{i % 40}", 9080))
@@ -91,16 +94,20 @@ def sample_entry(i: int, rng: random.Random, start_ns: int = START_NS) -> al.HTT
 
 
 def sample_payloads(
-    entries: int = ENTRIES, per_message: int = PER_MESSAGE, seed: int = 7, start_ns: int = START_NS
+    entries: int = ENTRIES,
+    per_message: int = PER_MESSAGE,
+    seed: int = 7,
+    start_ns: int = START_NS,
+    spacing_ns: int = 1_000_017,
 ) -> list[bytes]:
     """Serialized ``StreamAccessLogsMessage`` payloads of ``per_message`` entries each,
-    starting at ``start_ns`` and about 1 ms apart."""
+    starting at ``start_ns`` and ``spacing_ns`` apart (about 1 ms by default)."""
     rng = random.Random(seed)
     payloads = []
     for start in range(0, entries, per_message):
         message = als_pb2.StreamAccessLogsMessage()
         message.http_logs.log_entry.extend(
-            sample_entry(i, rng, start_ns) for i in range(start, min(start + per_message, entries))
+            sample_entry(i, rng, start_ns, spacing_ns) for i in range(start, min(start + per_message, entries))
         )
         payloads.append(message.SerializeToString())
     return payloads

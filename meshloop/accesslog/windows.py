@@ -36,6 +36,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from meshloop.store.schema import (
@@ -93,6 +94,7 @@ _NOT_FINAL = (
     "UdpTunnelUpstreamConnected", "UdpPeriodic",
 )
 _BOUNDS = pl.Series("bounds", HISTOGRAM_BOUNDS_NS, dtype=pl.UInt64)
+_BUCKETS = len(BUCKET_COLUMNS)
 _EDGE_SOURCES = tuple(c for c in EDGE_COLUMNS if c not in ("ResponseClass", "HasResponseFlags"))
 _BYTES_IN = ("RequestHeadersBytes", "RequestBodyBytes", "TcpReceivedBytes")
 _BYTES_OUT = ("ResponseHeadersBytes", "ResponseBodyBytes", "TcpSentBytes")
@@ -132,34 +134,39 @@ def window_partials(
         .filter(~pl.col("AccessLogType").is_in(_NOT_FINAL))
         .with_columns(_late=(pl.col("_arrival") - pl.col("_end")) > lateness_ns)
     )
-    late_q = rows.select(pl.col("_late").sum())
-    late, partials = pl.collect_all([late_q, _aggregate(rows.filter(~pl.col("_late")))])
-    return partials.cast(WINDOW_SCHEMA), int(late.item())
+    frame = rows.collect()
+    late = int(frame.get_column("_late").sum())
+    return _aggregate(frame.filter(~pl.col("_late")) if late else frame).cast(WINDOW_SCHEMA), late
 
 
-def _aggregate(rows: pl.LazyFrame) -> pl.LazyFrame:
-    # One group_by with one boolean sum per bucket: measured 2.7 M rows/s on 1 M rows,
-    # faster than grouping by (key, bucket) first and spreading the buckets (pivot or
-    # a second group_by) — the (key, bucket) groups are almost as many as the rows.
+def _aggregate(rows: pl.DataFrame) -> pl.DataFrame:
+    """Partials of on-time rows: one ``group_by`` for the counts and sums, which also
+    gathers each group's bucket indexes; the 70 histogram columns are then one
+    ``numpy.bincount`` over ``group × 70 + bucket``. (Measured on 100k rows: a third of
+    the CPU of 70 boolean sums per group, which cost as much as the decode's polars pass.)"""
     code = pl.col("ResponseCode")
-    bucket = bucket_of(pl.col("Duration"))
+    grouped = rows.group_by(
+        (pl.col("_end") // WINDOW_NS * WINDOW_NS).cast(pl.Datetime("ns")).alias("Window"),
+        *_EDGE_SOURCES,
+        (code // 100).clip(upper_bound=9).cast(pl.UInt8).alias("ResponseClass"),
+        (pl.col("ResponseFlags").list.len() > 0).alias("HasResponseFlags"),
+    ).agg(
+        pl.len().alias("Requests"),
+        ((code >= 500) & (code < 600)).sum().alias("Errors5xx"),
+        ((code >= 400) & (code < 500)).sum().alias("Errors4xx"),
+        pl.sum_horizontal(*_BYTES_IN).sum().alias("BytesIn"),
+        pl.sum_horizontal(*_BYTES_OUT).sum().alias("BytesOut"),
+        pl.col("Duration").sum().alias("DurationSumNs"),
+        bucket_of(pl.col("Duration")).alias("_buckets"),
+    )
+    buckets = grouped.get_column("_buckets")
+    per_group = buckets.list.len().to_numpy()
+    group = np.repeat(np.arange(grouped.height, dtype=np.int64), per_group)
+    cell = group * _BUCKETS + buckets.explode().to_numpy().astype(np.int64)
+    histogram = np.bincount(cell, minlength=grouped.height * _BUCKETS).reshape(-1, _BUCKETS)
+    counts = pl.DataFrame(histogram.astype(np.uint64), schema=list(BUCKET_COLUMNS), orient="row")
     return (
-        rows.with_columns(_bucket=bucket)
-        .group_by(
-            (pl.col("_end") // WINDOW_NS * WINDOW_NS).cast(pl.Datetime("ns")).alias("Window"),
-            *_EDGE_SOURCES,
-            (code // 100).clip(upper_bound=9).cast(pl.UInt8).alias("ResponseClass"),
-            (pl.col("ResponseFlags").list.len() > 0).alias("HasResponseFlags"),
-        )
-        .agg(
-            pl.len().alias("Requests"),
-            ((code >= 500) & (code < 600)).sum().alias("Errors5xx"),
-            ((code >= 400) & (code < 500)).sum().alias("Errors4xx"),
-            pl.sum_horizontal(*_BYTES_IN).sum().alias("BytesIn"),
-            pl.sum_horizontal(*_BYTES_OUT).sum().alias("BytesOut"),
-            pl.col("Duration").sum().alias("DurationSumNs"),
-            *((pl.col("_bucket") == i).sum().alias(name) for i, name in enumerate(BUCKET_COLUMNS)),
-        )
+        pl.concat([grouped.drop("_buckets"), counts], how="horizontal")
         .select(WINDOW_SCHEMA.names())
         .sort(KEY_COLUMNS)
     )
