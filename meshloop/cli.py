@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -152,9 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# polars' own thread pool on top of the collector's pipeline threads (decoder,
+# inserter, ClickHouse's) only adds contention: measured with
+# ``benchmarks/ingest_e2e.py`` on 2 cores, one polars thread ingests 6-10% more per
+# CPU-second and per wall second. Set before polars is imported; the environment wins.
+POLARS_THREADS_DEFAULT = "1"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     logging.getLogger().setLevel(settings.log_level.upper())
+    os.environ.setdefault("POLARS_MAX_THREADS", POLARS_THREADS_DEFAULT)
     from meshloop.runtime import run
 
     return asyncio.run(run(settings))

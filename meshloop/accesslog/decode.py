@@ -109,7 +109,7 @@ def _frame(entries: pa.StructArray, kind: str, stream: StreamIdentity, batch_id:
     lazy = raw.lazy().with_columns(_ciphers(raw), *_flags(raw))
     if headers is not None:
         lazy = lazy.with_columns(headers)
-    return lazy.with_columns(_stage1()).select(_columns(kind, stream, batch_id)).collect()
+    return lazy.with_columns(_istio(raw), _spiffe(raw)).select(_columns(kind, stream, batch_id)).collect()
 
 
 # --- helpers over struct columns -------------------------------------------------------
@@ -189,16 +189,29 @@ def _headers(entries: pa.StructArray) -> list[pl.Series]:
     return out
 
 
-def _stage1() -> list[pl.Expr]:
-    """Intermediate columns read by several output columns."""
-    cluster = _text(_c("upstream_cluster"))
-    return [
-        cluster.str.extract_groups(r"^(inbound|outbound)\|([^|]*)\|([^|]*)\|([^|]*)$").alias("_istio"),
+_ISTIO_CLUSTER = r"^(inbound|outbound)\|([^|]*)\|([^|]*)\|([^|]*)$"
+
+
+def _istio(raw: pl.DataFrame) -> pl.Series:
+    """The parts of Istio cluster names (``_istio`` struct), parsed once per distinct
+    name of the batch (a handful) and gathered to the entries."""
+    clusters = raw.select(_text(_c("upstream_cluster"))).to_series()
+    distinct = clusters.unique().sort()
+    parsed = distinct.str.extract_groups(_ISTIO_CLUSTER)
+    return parsed.gather(distinct.search_sorted(clusters)).alias("_istio")
+
+
+def _spiffe(raw: pl.DataFrame) -> pl.Series:
+    """The first ``spiffe://`` URI SAN of each entry's peer certificate ('' if none)."""
+    sans = raw.select(
         _tls.struct.field("peer_certificate_properties").struct.field("subject_alt_name")
-        .list.eval(pl.element().struct.field("uri").filter(pl.element().struct.field("uri")
-                                                             .str.starts_with("spiffe://")))
-        .list.first().fill_null("").alias("_spiffe"),
-    ]
+    ).to_series()
+    if sans.null_count() == sans.len():  # no TLS peer in the batch: skip the list walk
+        return pl.repeat("", sans.len(), dtype=pl.String, eager=True).alias("_spiffe")
+    uris = sans.list.eval(
+        pl.element().struct.field("uri").filter(pl.element().struct.field("uri").str.starts_with("spiffe://"))
+    )
+    return uris.list.first().fill_null("").alias("_spiffe")
 
 
 def _flags(raw: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
