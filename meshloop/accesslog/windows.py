@@ -142,8 +142,8 @@ def window_partials(
 def _aggregate(rows: pl.DataFrame) -> pl.DataFrame:
     """Partials of on-time rows: one ``group_by`` for the counts and sums, which also
     gathers each group's bucket indexes; the 70 histogram columns are then one
-    ``numpy.bincount`` over ``group × 70 + bucket``. (Measured on 100k rows: a third of
-    the CPU of 70 boolean sums per group, which cost as much as the decode's polars pass.)"""
+    ``numpy.bincount`` over ``group × 70 + bucket``. (Measured on 100k sample rows:
+    0.020 CPU-s, against 0.032 for one boolean sum per bucket and group.)"""
     code = pl.col("ResponseCode")
     grouped = rows.group_by(
         (pl.col("_end") // WINDOW_NS * WINDOW_NS).cast(pl.Datetime("ns")).alias("Window"),
