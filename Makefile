@@ -42,15 +42,23 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 		opentelemetry-proto==$(OTEL_PROTO_VERSION)
 	@touch $@
 
-env: $(STAMP)
+# The access-log decoder's C library (meshloop/accesslog/_als_decode.c), built with the
+# system C compiler ($CC, default cc) by the same function that builds it on first use.
+NATIVE := meshloop/accesslog/_als_decode.so
 
-up: $(STAMP)
+$(NATIVE): meshloop/accesslog/_als_decode.c $(STAMP)
+	@echo "building $@"
+	$(VENV)/bin/python -c "from meshloop.accesslog.native import build; build()"
+
+env: $(STAMP) $(NATIVE)
+
+up: $(STAMP) $(NATIVE)
 	$(VENV)/bin/meshloop up $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/python -m benchmarks
 
 lint: $(STAMP)
@@ -58,4 +66,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy meshloop
 
 clean:
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) $(NATIVE)

@@ -5,7 +5,7 @@ user agent, request id, traceparent, ``outbound|9080|v2|reviews...`` cluster, ad
 byte counts, timings, 2% with a response flag), 100 entries per
 ``StreamAccessLogsMessage`` as Envoy batches them, 200,000 entries per measurement.
 
-- ``decode_batch`` (ptars → Arrow → polars) vs ``decode_reference`` (ParseFromString
+- ``decode_batch`` (C reader → Arrow → polars) vs ``decode_reference`` (ParseFromString
   + field-by-field Python): the speed-up over the obvious implementation.
 - ``decode_batch`` vs ``StreamAccessLogsMessage.FromString`` over the same payloads
   (upb's lazy parse, no column built): the ceiling of any decoder that starts from

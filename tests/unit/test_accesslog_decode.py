@@ -1,4 +1,4 @@
-"""decode_batch (ptars + polars) against decode_reference (protobuf + Python)."""
+"""decode_batch (C reader + polars) against decode_reference (protobuf + Python)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,237 @@
+"""The C access-log decoder (``_als_decode.c``) as pyarrow arrays, through ctypes.
+
+:func:`decode_columns` hands every payload of a batch to ``ml_als_decode`` in one call
+(ctypes releases the GIL for it), and wraps the flat columns it returns as pyarrow
+arrays over the C buffers — no copy; the buffers are freed when the last array
+referring to them is. Column names are those of :data:`NUMERIC` and :data:`STRINGS`,
+in the C enums' order (checked against the library at load).
+
+The shared library is built from the C source next to this file: by ``make`` (the
+normal path), or on first use when it is missing or older than the source (``$CC``,
+default ``cc``); :class:`NativeDecoderUnavailable` says why when neither works.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+__all__ = ["NUMERIC", "STRINGS", "NativeDecodeError", "NativeDecoderUnavailable", "decode_columns"]
+
+SOURCE = Path(__file__).with_name("_als_decode.c")
+LIBRARY = SOURCE.with_suffix(".so")
+
+# (column, Arrow type, nullable) in the order of the C enum N_*.
+NUMERIC: tuple[tuple[str, pa.DataType, bool], ...] = (
+    ("kind", pa.int64(), False),  # 0 = http_logs, 1 = tcp_logs
+    ("payload", pa.int64(), False),  # index of the payload in the batch
+    ("start_ns", pa.int64(), False),
+    ("TimeToLastRxByte", pa.uint64(), True),
+    ("TimeToFirstUpstreamTxByte", pa.uint64(), True),
+    ("TimeToLastUpstreamTxByte", pa.uint64(), True),
+    ("TimeToFirstUpstreamRxByte", pa.uint64(), True),
+    ("TimeToLastUpstreamRxByte", pa.uint64(), True),
+    ("TimeToFirstDownstreamTxByte", pa.uint64(), True),
+    ("TimeToLastDownstreamTxByte", pa.uint64(), True),
+    ("Duration", pa.uint64(), False),
+    ("access_log_type", pa.int64(), False),
+    ("UpstreamRequestAttemptCount", pa.int64(), False),
+    ("ResponseFlagsMask", pa.uint64(), False),
+    ("tls_version", pa.int64(), False),
+    ("cipher", pa.int64(), True),
+    ("protocol", pa.int64(), False),
+    ("method", pa.int64(), False),
+    ("RequestHeadersBytes", pa.uint64(), False),
+    ("RequestBodyBytes", pa.uint64(), False),
+    ("response_code", pa.int64(), False),
+    ("ResponseHeadersBytes", pa.uint64(), False),
+    ("ResponseBodyBytes", pa.uint64(), False),
+    ("TcpReceivedBytes", pa.uint64(), False),
+    ("TcpSentBytes", pa.uint64(), False),
+)
+# (column, nullable) in the order of the C enum S_*. Header columns are null when the
+# entry did not log that header.
+STRINGS: tuple[tuple[str, bool], ...] = (
+    ("UpstreamCluster", False),
+    ("RouteName", False),
+    ("UpstreamTransportFailureReason", False),
+    ("ConnectionTerminationDetails", False),
+    ("stream_id", False),
+    ("TlsSni", False),
+    ("SourcePrincipal", False),
+    ("UpstreamHost", False),
+    ("UpstreamLocalAddress", False),
+    ("DownstreamRemoteAddress", False),
+    ("DownstreamLocalAddress", False),
+    ("Scheme", False),
+    ("Authority", False),
+    ("Path", False),
+    ("UserAgent", False),
+    ("Referer", False),
+    ("ForwardedFor", False),
+    ("request_id", False),
+    ("ResponseCodeDetails", False),
+    ("h:traceparent", True),
+    ("h:x-b3-traceid", True),
+    ("h:x-b3-spanid", True),
+    ("h:b3", True),
+)
+ERRORS = {
+    1: "truncated (a length or varint runs past the end)",
+    2: "varint longer than 10 bytes",
+    3: "invalid wire type",
+    4: "invalid field number",
+    5: "unbalanced group",
+    6: "invalid UTF-8 in a string field",
+    7: "nesting too deep",
+    8: "out of memory",
+}
+
+
+class NativeDecoderUnavailable(RuntimeError):
+    """The C decoder could not be built or loaded (the message says why)."""
+
+
+class NativeDecodeError(ValueError):
+    """A payload is not a valid ``StreamAccessLogsMessage``."""
+
+    def __init__(self, payload: int, offset: int, reason: str) -> None:
+        self.payload = payload
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"payload {payload} at byte {offset}: {reason}")
+
+
+_P = ctypes.POINTER
+
+
+def _result_type(numeric: int, strings: int) -> type[ctypes.Structure]:
+    class Result(ctypes.Structure):
+        _fields_ = [
+            ("rows", ctypes.c_int64),
+            ("error", ctypes.c_int32),
+            ("error_payload", ctypes.c_int64),
+            ("error_offset", ctypes.c_int64),
+            ("num", ctypes.c_void_p * numeric),
+            ("num_valid", ctypes.c_void_p * numeric),
+            ("str_offsets", ctypes.c_void_p * strings),
+            ("str_data", ctypes.c_void_p * strings),
+            ("str_bytes", ctypes.c_int64 * strings),
+            ("str_valid", ctypes.c_void_p * strings),
+            ("cap_rows", ctypes.c_int64),
+            ("cap_data", ctypes.c_int64 * strings),
+        ]
+
+    return Result
+
+
+class _Library:
+    def __init__(self, path: Path) -> None:
+        lib = ctypes.CDLL(str(path))
+        numeric, strings = ctypes.c_int64(), ctypes.c_int64()
+        lib.ml_als_columns.restype = ctypes.c_int64
+        size = lib.ml_als_columns(ctypes.byref(numeric), ctypes.byref(strings))
+        if (numeric.value, strings.value) != (len(NUMERIC), len(STRINGS)):
+            raise NativeDecoderUnavailable(
+                f"{path}: {numeric.value} numeric and {strings.value} string columns, "
+                f"expected {len(NUMERIC)} and {len(STRINGS)} (rebuild it: make)"
+            )
+        self.result = _result_type(numeric.value, strings.value)
+        if ctypes.sizeof(self.result) != size:
+            raise NativeDecoderUnavailable(f"{path}: result layout mismatch (rebuild it: make)")
+        lib.ml_als_decode.restype = _P(self.result)
+        lib.ml_als_decode.argtypes = [_P(ctypes.c_char_p), _P(ctypes.c_int64), ctypes.c_int64]
+        lib.ml_als_free.restype = None
+        lib.ml_als_free.argtypes = [_P(self.result)]
+        self.lib = lib
+
+
+_lock = threading.Lock()
+_library: _Library | None = None
+
+
+def build(target: Path = LIBRARY) -> Path:
+    """Compile the C source into ``target`` (atomically); return ``target``."""
+    compiler = os.environ.get("CC", "cc")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".als_decode-", suffix=".so")
+    os.close(fd)
+    command = [compiler, "-O3", "-fPIC", "-shared", "-Wall", "-o", tmp, str(SOURCE)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise NativeDecoderUnavailable(f"cannot run the C compiler {compiler!r}: {exc}") from None
+    if done.returncode != 0:
+        os.unlink(tmp)
+        raise NativeDecoderUnavailable(f"building {SOURCE.name} failed: {done.stderr.strip()[:2000]}")
+    os.replace(tmp, target)
+    return target
+
+
+def _load() -> _Library:
+    global _library
+    with _lock:
+        if _library is None:
+            stale = not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime
+            path = build() if stale else LIBRARY
+            _library = _Library(path)
+        return _library
+
+
+class _Owner:
+    """Frees a decode result when the last array over its buffers is gone."""
+
+    def __init__(self, library: _Library, result: ctypes._Pointer) -> None:  # type: ignore[type-arg]
+        self._free = library.lib.ml_als_free
+        self._result = result
+
+    def __del__(self) -> None:
+        self._free(self._result)
+
+
+_EMPTY = pa.py_buffer(b"")
+
+
+def _bitmap_bytes(rows: int) -> int:
+    return (rows + 7) // 8
+
+
+def decode_columns(payloads: Sequence[bytes]) -> dict[str, pa.Array]:
+    """Decode serialized ``StreamAccessLogsMessage``\\ s into flat columns (one row per
+    entry, payload order, entries in wire order). Raises :class:`NativeDecodeError`
+    for the first malformed payload."""
+    library = _load()
+    count = len(payloads)
+    pointers = (ctypes.c_char_p * max(count, 1))(*payloads)
+    lengths = (ctypes.c_int64 * max(count, 1))(*(len(p) for p in payloads))
+    result = library.lib.ml_als_decode(pointers, lengths, count)
+    if not result:
+        raise MemoryError("the access-log decoder could not allocate its result")
+    owner = _Owner(library, result)
+    r = result.contents
+    if r.error:
+        error = NativeDecodeError(r.error_payload, r.error_offset, ERRORS.get(r.error, f"error {r.error}"))
+        del owner
+        raise error
+    rows = r.rows
+    bits = _bitmap_bytes(rows)
+    columns: dict[str, pa.Array] = {}
+    for i, (name, arrow_type, nullable) in enumerate(NUMERIC):
+        values = pa.foreign_buffer(r.num[i], rows * 8, base=owner)
+        valid = pa.foreign_buffer(r.num_valid[i], bits, base=owner) if nullable else None
+        column = pa.Array.from_buffers(pa.int64(), rows, [valid, values])
+        columns[name] = column if arrow_type == pa.int64() else column.view(arrow_type)
+    for i, (name, nullable) in enumerate(STRINGS):
+        offsets = pa.foreign_buffer(r.str_offsets[i], (rows + 1) * 8, base=owner)
+        data = pa.foreign_buffer(r.str_data[i], r.str_bytes[i], base=owner) if r.str_data[i] else _EMPTY
+        valid = pa.foreign_buffer(r.str_valid[i], bits, base=owner) if nullable else None
+        columns[name] = pa.Array.from_buffers(pa.large_string(), rows, [valid, offsets, data])
+    return columns
