@@ -62,7 +62,7 @@ bench: $(STAMP) $(NATIVE)
 	$(VENV)/bin/python -m benchmarks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check meshloop tests
+	$(VENV)/bin/ruff check meshloop tests benchmarks scripts
 	$(VENV)/bin/mypy meshloop
 
 clean:

@@ -45,7 +45,9 @@ def variants() -> dict[str, str]:
         "LZ4": base.replace("ZSTD(1)", "LZ4"),
         "String, not LowCardinality": base.replace("LowCardinality(String)", "String"),
         "horizontal merges": _with_settings(base, "enable_vertical_merge_algorithm = 0"),
-        "compact parts": _with_settings(base, "min_bytes_for_wide_part = 1073741824, min_rows_for_wide_part = 100000000"),
+        "compact parts": _with_settings(
+            base, "min_bytes_for_wide_part = 1073741824, min_rows_for_wide_part = 100000000"
+        ),
         "no automatic statistics": _with_settings(base, "auto_statistics_types = ''"),
     }
 

@@ -106,9 +106,9 @@ def sample_payloads(
     payloads = []
     for start in range(0, entries, per_message):
         message = als_pb2.StreamAccessLogsMessage()
-        message.http_logs.log_entry.extend(
-            sample_entry(i, rng, start_ns, spacing_ns) for i in range(start, min(start + per_message, entries))
-        )
+        stop = min(start + per_message, entries)
+        entries_ = (sample_entry(i, rng, start_ns, spacing_ns) for i in range(start, stop))
+        message.http_logs.log_entry.extend(entries_)
         payloads.append(message.SerializeToString())
     return payloads
 
