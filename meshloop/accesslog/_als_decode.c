@@ -35,7 +35,7 @@ enum {
     S_CLUSTER, S_ROUTE, S_UPSTREAM_FAILURE, S_TERMINATION, S_STREAM_ID, S_SNI, S_SPIFFE,
     S_UPSTREAM_HOST, S_UPSTREAM_LOCAL, S_DOWNSTREAM_REMOTE, S_DOWNSTREAM_LOCAL,
     S_SCHEME, S_AUTHORITY, S_PATH, S_USER_AGENT, S_REFERER, S_FORWARDED_FOR, S_REQUEST_ID,
-    S_RESPONSE_DETAILS, S_H_TRACEPARENT, S_H_B3_TRACE, S_H_B3_SPAN, S_H_B3,
+    S_RESPONSE_DETAILS, S_TRACE_ID, S_SPAN_ID,
     S_COUNT
 };
 
@@ -173,6 +173,7 @@ typedef struct {
     duration_t dur[8];           /* time_to_* (fields 6..12), then duration (23) */
     address_t addr[4];           /* downstream remote, downstream local, upstream remote, upstream local */
     slice s[S_COUNT];
+    slice header[4];             /* traceparent, x-b3-traceid, x-b3-spanid, b3 */
     int header_present[4];
     int64_t access_log_type, attempts, tls_version, protocol, method;
     int cipher_present; uint32_t cipher;
@@ -320,7 +321,7 @@ static void parse_header(rd *r, entry_t *e) {
     for (int i = 0; i < 4; i++) {
         if (key.n == HEADERS[i].len && memcmp(key.p, HEADERS[i].name, (size_t)key.n) == 0) {
             e->header_present[i] = 1;
-            e->s[S_H_TRACEPARENT + i] = value;
+            e->header[i] = value;
         }
     }
 }
@@ -449,6 +450,79 @@ static int put_address(ml_result *out, int col, int64_t row, const address_t *a)
     return 1;
 }
 
+/* ---- trace context (meshloop/accesslog/tracecontext.py has the rules) ------------ */
+/* Lower-case hex digits (what the trace-context rules accept). */
+static const uint8_t HEX[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+};
+
+static int is_hex(const uint8_t *p, int64_t n) {
+    uint8_t ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= HEX[p[i]];
+    return ok;
+}
+
+static int all_zero(const uint8_t *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++) if (p[i] != '0') return 0;
+    return 1;
+}
+
+/* The rest of a header after a matched prefix of length k: nothing, or '-' + anything. */
+static int tail_ok(slice h, int64_t k) { return h.n == k || (h.n > k && h.p[k] == '-'); }
+
+typedef struct { const uint8_t *trace; int64_t trace_n; const uint8_t *span; int64_t span_n; } ids_t;
+
+/* (trace id, span id) from the logged headers: W3C traceparent, then x-b3-traceid (+
+ * x-b3-spanid), then the single b3 header; a trace id of 16 hex digits is left-padded
+ * with zeros by the caller (trace_n == 16), an all-zero trace id is no trace id. */
+static ids_t trace_context(const entry_t *e) {
+    ids_t none = {0, 0, 0, 0};
+    if (e->header_present[0]) {
+        slice h = e->header[0];
+        if (h.n >= 55 && is_hex(h.p, 2) && h.p[2] == '-' && is_hex(h.p + 3, 32) && h.p[35] == '-'
+            && is_hex(h.p + 36, 16) && h.p[52] == '-' && is_hex(h.p + 53, 2) && tail_ok(h, 55)
+            && !all_zero(h.p + 3, 32)) {
+            ids_t ids = {h.p + 3, 32, h.p + 36, 16};
+            return ids;
+        }
+    }
+    if (e->header_present[1]) {
+        slice t = e->header[1];
+        if ((t.n == 16 || t.n == 32) && is_hex(t.p, t.n) && !all_zero(t.p, t.n)) {
+            slice sp = e->header[2];
+            int span_ok = e->header_present[2] && sp.n == 16 && is_hex(sp.p, 16);
+            ids_t ids = {t.p, t.n, span_ok ? sp.p : 0, span_ok ? 16 : 0};
+            return ids;
+        }
+    }
+    if (e->header_present[3]) {
+        slice h = e->header[3];
+        int64_t k = 0;
+        if (h.n >= 17 && is_hex(h.p, 16) && h.p[16] == '-') k = 16;
+        else if (h.n >= 33 && is_hex(h.p, 32) && h.p[32] == '-') k = 32;
+        if (k && h.n >= k + 17 && is_hex(h.p + k + 1, 16) && tail_ok(h, k + 17) && !all_zero(h.p, k)) {
+            ids_t ids = {h.p, k, h.p + k + 1, 16};
+            return ids;
+        }
+    }
+    return none;
+}
+
+static int put_trace(ml_result *out, int64_t row, const entry_t *e) {
+    static const uint8_t zeros[16] = "0000000000000000";
+    ids_t ids = trace_context(e);
+    int col = S_TRACE_ID;
+    int64_t pad = ids.trace_n == 16 ? 16 : 0;
+    if (!reserve_data(out, col, pad + ids.trace_n)) return 0;
+    if (pad) memcpy(out->str_data[col] + out->str_bytes[col], zeros, 16);
+    if (ids.trace_n) memcpy(out->str_data[col] + out->str_bytes[col] + pad, ids.trace, (size_t)ids.trace_n);
+    out->str_bytes[col] += pad + ids.trace_n;
+    out->str_offsets[col][row + 1] = out->str_bytes[col];
+    out->str_valid[col][row >> 3] |= (uint8_t)(1u << (row & 7));
+    return put_str(out, S_SPAN_ID, row, ids.span, ids.span_n, 1);
+}
+
 /* seconds * 1e9 + nanos, exactly, clamped to [lo, hi]. */
 static int64_t nanos_of(int64_t seconds, int32_t nanos, int64_t lo, int64_t hi) {
     __int128 v = (__int128)seconds * 1000000000 + nanos;
@@ -487,9 +561,9 @@ static int emit(ml_result *out, const entry_t *e) {
         if (i >= S_UPSTREAM_HOST && i <= S_DOWNSTREAM_LOCAL) {
             static const int which[4] = {2, 3, 0, 1};  /* column order -> addr[] index */
             ok = put_address(out, i, row, &e->addr[which[i - S_UPSTREAM_HOST]]);
-        } else if (i >= S_H_TRACEPARENT) {
-            int present = e->header_present[i - S_H_TRACEPARENT];
-            ok = put_str(out, i, row, e->s[i].p, present ? e->s[i].n : 0, present);
+        } else if (i == S_TRACE_ID) {
+            ok = put_trace(out, row, e);
+            i++;  /* put_trace wrote S_SPAN_ID too */
         } else {
             ok = put_str(out, i, row, e->s[i].p, e->s[i].n, 1);
         }
@@ -526,8 +600,8 @@ ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths,
     ml_result *out = calloc(1, sizeof *out);
     int64_t total = 0;
     for (int64_t i = 0; i < count; i++) total += lengths[i];
-    /* Start near the final sizes (a realistic entry is 300-1000 bytes) to avoid regrowing. */
-    if (!out || !reserve_rows(out, total / 256 + 1)) { ml_als_free(out); return 0; }
+    /* Start near the final sizes (a realistic entry is 300-1000 bytes): little regrowing. */
+    if (!out || !reserve_rows(out, total / 512 + 1)) { ml_als_free(out); return 0; }
     for (int64_t i = 0; i < count && !out->error; i++) {
         rd r = {payloads[i], payloads[i] + lengths[i], payloads[i], 0};
         uint32_t n, w;

@@ -5,9 +5,10 @@ The hot path of the collector. Two passes, neither with per-entry Python:
 1. :mod:`meshloop.accesslog.native`: a C reader specialised to these messages walks the
    wire bytes of every payload of the batch in one call (without the GIL) and returns
    flat columns — scalars, ``ip:port`` addresses, the response-flag bitmask, the first
-   ``spiffe://`` SAN and the trace-context headers already picked out.
+   ``spiffe://`` SAN, and trace and span ids from the trace-context headers
+   (:mod:`meshloop.accesslog.tracecontext`'s rules).
 2. Vectorised polars expressions finish the ``access_logs`` columns: enum names,
-   response-flag codes, trace context, Istio cluster names, SPIFFE ids — values with a
+   response-flag codes, Istio cluster names, SPIFFE ids — values with a
    handful of distinct values per batch are computed once per distinct value.
 
 :func:`meshloop.accesslog.reference.decode_reference` is the field-by-field version of
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from meshloop.accesslog import codes, identity, native, tracecontext
+from meshloop.accesslog import codes, identity, native
 from meshloop.accesslog.identity import StreamIdentity
 from meshloop.accesslog.scan import first_problem
 from meshloop.accesslog.schema import ACCESS_LOG_SCHEMA
@@ -110,39 +111,6 @@ def _istio(raw: pl.DataFrame) -> pl.Series:
     return parsed.gather(distinct.search_sorted(clusters)).alias("_istio")
 
 
-def _trace() -> tuple[pl.Expr, pl.Expr]:
-    """(TraceId, SpanId) from the looked-up headers; rules in :mod:`tracecontext`."""
-    tc = tracecontext
-    # Version 00 has fixed offsets: one regex test, then two slices.
-    parent = pl.col(f"h:{tc.TRACEPARENT}")
-    parent_ok = parent.str.contains(tc.TRACEPARENT_PATTERN)
-    parent_trace = pl.when(parent_ok).then(parent.str.slice(3, 32))
-    parent_span = parent.str.slice(36, 16)
-    b3_trace = pl.col(f"h:{tc.B3_TRACE_ID}")
-    b3_trace = pl.when(b3_trace.str.contains(tc.B3_TRACE_ID_PATTERN)).then(b3_trace.str.zfill(32))
-    b3_span = pl.col(f"h:{tc.B3_SPAN_ID}")
-    b3_span = pl.when(b3_span.str.contains(tc.B3_SPAN_ID_PATTERN)).then(b3_span).otherwise(pl.lit(""))
-    single = pl.col(f"h:{tc.B3_SINGLE}").str.extract_groups(tc.B3_SINGLE_PATTERN)
-    single_trace, single_span = single.struct.field("1").str.zfill(32), single.struct.field("2")
-
-    def valid(trace: pl.Expr) -> pl.Expr:
-        return trace.is_not_null() & (trace != tc.ZERO_TRACE_ID)
-
-    trace = (
-        pl.when(valid(parent_trace)).then(parent_trace)
-        .when(valid(b3_trace)).then(b3_trace)
-        .when(valid(single_trace)).then(single_trace)
-        .otherwise(pl.lit(""))
-    )
-    span = (
-        pl.when(valid(parent_trace)).then(parent_span)
-        .when(valid(b3_trace)).then(b3_span)
-        .when(valid(single_trace)).then(single_span)
-        .otherwise(pl.lit(""))
-    )
-    return trace, span
-
-
 def _destination_and_source(stream: StreamIdentity) -> list[pl.Expr]:
     istio = pl.col("_istio")
     direction = istio.struct.field("1")
@@ -176,7 +144,6 @@ def _destination_and_source(stream: StreamIdentity) -> list[pl.Expr]:
 def _columns(stream: StreamIdentity, batch_id: str) -> list[pl.Expr]:
     """Every ``access_logs`` column, in table order. TCP entries have zero/empty request
     and response fields (the reader leaves them unset), which map to the TCP values."""
-    trace, span = _trace()
     request_id = pl.col("request_id")
     code = pl.col("response_code")
     columns = {
@@ -192,8 +159,6 @@ def _columns(stream: StreamIdentity, batch_id: str) -> list[pl.Expr]:
         "ResponseCode": pl.when(code <= 0xFFFF).then(code).otherwise(0),
         "Method": _enum(pl.col("method"), codes.REQUEST_METHODS),
         "RequestId": pl.when(request_id == "").then(pl.col("stream_id")).otherwise(request_id),
-        "TraceId": trace,
-        "SpanId": span,
         "Protocol": _enum(pl.col("protocol"), codes.HTTP_VERSIONS),
         "UpstreamRequestAttemptCount": pl.col("UpstreamRequestAttemptCount"),
         "TlsVersion": _enum(pl.col("tls_version"), codes.TLS_VERSIONS),

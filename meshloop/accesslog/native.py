@@ -56,8 +56,7 @@ NUMERIC: tuple[tuple[str, pa.DataType, bool], ...] = (
     ("TcpReceivedBytes", pa.uint64(), False),
     ("TcpSentBytes", pa.uint64(), False),
 )
-# (column, nullable) in the order of the C enum S_*. Header columns are null when the
-# entry did not log that header.
+# (column, nullable) in the order of the C enum S_*.
 STRINGS: tuple[tuple[str, bool], ...] = (
     ("UpstreamCluster", False),
     ("RouteName", False),
@@ -78,10 +77,8 @@ STRINGS: tuple[tuple[str, bool], ...] = (
     ("ForwardedFor", False),
     ("request_id", False),
     ("ResponseCodeDetails", False),
-    ("h:traceparent", True),
-    ("h:x-b3-traceid", True),
-    ("h:x-b3-spanid", True),
-    ("h:b3", True),
+    ("TraceId", False),  # from traceparent / B3 headers, rules of meshloop.accesslog.tracecontext
+    ("SpanId", False),
 )
 ERRORS = {
     1: "truncated (a length or varint runs past the end)",

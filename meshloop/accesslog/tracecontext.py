@@ -10,8 +10,9 @@ B3 trace id is left-padded with zeros to 128 bits, as OpenTelemetry does, so it 
 ``otel_traces.TraceId``. An invalid or all-zero trace id counts as absent; a span id is
 taken from the same header(s) as the trace id, '' if it is not valid hex.
 
-Patterns are anchored ``^...$`` for polars (Rust regex: ``$`` = end of text); Python
-uses ``re.fullmatch`` on the unanchored text.
+These functions are the reference (the tests' oracle); the hot path applies the same
+rules in C (``trace_context`` in ``_als_decode.c``). Patterns are anchored ``^...$``;
+Python uses ``re.fullmatch`` on the unanchored text.
 """
 
 from __future__ import annotations

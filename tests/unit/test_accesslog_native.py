@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2 as al
 from envoy.service.accesslog.v3 import als_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from meshloop.accesslog import native
+from meshloop.accesslog import native, tracecontext
 from meshloop.accesslog.decode import DecodeError, decode_batch
 from meshloop.accesslog.identity import StreamIdentity
 
@@ -30,7 +32,7 @@ def test_columns_match_the_c_enums_and_are_flat_arrow_arrays():
     assert list(columns) == [name for name, _t, _n in native.NUMERIC] + [name for name, _n in native.STRINGS]
     assert columns["Path"].to_pylist() == ["/x", "/x", "/x", "/y"]
     assert columns["payload"].to_pylist() == [0, 0, 0, 1]
-    assert columns["h:traceparent"].null_count == 4  # no such header logged
+    assert columns["TraceId"].to_pylist() == [""] * 4  # no trace-context header logged
 
 
 def test_build_compiles_the_source_into_the_target(tmp_path: Path):
@@ -94,3 +96,22 @@ def test_frames_outlive_the_decoder_buffers():
 def test_empty_batches_and_payloads_without_entries():
     assert decode_batch([], STREAM).height == 0
     assert decode_batch([b"", als_pb2.StreamAccessLogsMessage().SerializeToString()], STREAM).height == 0
+
+
+_pieces = st.lists(
+    st.sampled_from(["00", "-", "0" * 16, "0" * 32, "ab" * 8, "f" * 32, "1" * 15, "A" * 16, "\n", "x", "0"]),
+    max_size=8,
+).map("".join)
+_header_values = st.one_of(_pieces, st.text(alphabet="0123456789abcdefA-\n", max_size=60))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(tracecontext.HEADERS), _header_values, max_size=4))
+def test_trace_and_span_ids_follow_the_reference_rules(headers: dict[str, str]):
+    entry = al.HTTPAccessLogEntry()
+    entry.request.request_headers.update(headers)
+    payload = als_pb2.StreamAccessLogsMessage(
+        http_logs=als_pb2.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=[entry])
+    ).SerializeToString()
+    frame = decode_batch([payload], STREAM)
+    assert (frame["TraceId"][0], frame["SpanId"][0]) == tracecontext.trace_context(headers)
