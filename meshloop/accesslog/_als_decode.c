@@ -50,6 +50,7 @@ typedef struct {
     uint8_t *str_data[S_COUNT];
     int64_t str_bytes[S_COUNT];
     uint8_t *str_valid[S_COUNT];
+    uint8_t *str_views[S_COUNT];  /* Arrow string_view: 16 bytes per row, over str_data */
     /* capacities (internal) */
     int64_t cap_rows;
     int64_t cap_data[S_COUNT];
@@ -593,6 +594,35 @@ static void parse_entries(rd *r, ml_result *out, int kind, int64_t payload) {
 
 void ml_als_free(ml_result *out);
 
+/* Arrow ``string_view`` views of every string column (one data buffer each): what
+ * polars holds strings as, so they reach it, and ClickHouse, without a copy. A view is
+ * the length, then the string itself if it fits in 12 bytes, else its first 4 bytes,
+ * buffer 0 and its offset (https://arrow.apache.org/docs/format/Columnar.html#variable-size-binary-view-layout). */
+static int make_views(ml_result *out) {
+    for (int c = 0; c < S_COUNT; c++) {
+        if (out->str_bytes[c] > (int64_t)UINT32_MAX) return 0;
+        uint8_t *views = calloc((size_t)(out->rows > 0 ? out->rows : 1), 16);
+        if (!views) return 0;
+        out->str_views[c] = views;
+        const int64_t *off = out->str_offsets[c];
+        const uint8_t *data = out->str_data[c];
+        for (int64_t i = 0; i < out->rows; i++) {
+            uint8_t *v = views + 16 * i;
+            uint32_t len = (uint32_t)(off[i + 1] - off[i]);
+            memcpy(v, &len, 4);
+            if (len <= 12) {
+                if (len) memcpy(v + 4, data + off[i], len);
+            } else {
+                uint32_t buffer = 0, offset = (uint32_t)off[i];
+                memcpy(v + 4, data + off[i], 4);
+                memcpy(v + 8, &buffer, 4);
+                memcpy(v + 12, &offset, 4);
+            }
+        }
+    }
+    return 1;
+}
+
 /* Decode ``count`` payloads. Returns a result to free with ml_als_free (NULL only when
  * out of memory before anything could be allocated). On malformed input the result has
  * ``error`` set and the rows decoded so far must be ignored. */
@@ -620,6 +650,10 @@ ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths,
             out->error_offset = r.p - r.base;
         }
     }
+    if (!out->error && !make_views(out)) {
+        out->error = ERR_MEMORY;
+        out->error_payload = count ? count - 1 : 0;
+    }
     return out;
 }
 
@@ -627,7 +661,7 @@ void ml_als_free(ml_result *out) {
     if (!out) return;
     for (int i = 0; i < N_COUNT; i++) { free(out->num[i]); free(out->num_valid[i]); }
     for (int i = 0; i < S_COUNT; i++) {
-        free(out->str_offsets[i]); free(out->str_data[i]); free(out->str_valid[i]);
+        free(out->str_offsets[i]); free(out->str_data[i]); free(out->str_valid[i]); free(out->str_views[i]);
     }
     free(out);
 }

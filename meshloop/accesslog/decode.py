@@ -18,6 +18,7 @@ the same mapping and the oracle of the tests; the column rules are documented th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import polars as pl
 
@@ -67,12 +68,24 @@ def decode_batch(
     raw = pl.DataFrame(columns)
     if raw.height == 0:
         return ACCESS_LOG_SCHEMA.to_frame()
-    lazy = raw.lazy().with_columns(_istio(raw), *_flag_codes(raw), _cipher_names(raw))
+    lazy = raw.lazy().with_columns(_istio(raw), *_flag_codes(raw), _cipher_names(raw), *_enum_names(raw))
     return lazy.select(_columns(stream, batch_id)).collect()
 
 
-def _enum(expr: pl.Expr, table: dict[int, str]) -> pl.Expr:
-    return expr.replace_strict(table, default=expr.cast(pl.String), return_dtype=pl.String)
+# Enum columns of the reader → (stored column, names): mapped once per distinct value.
+_ENUMS = {
+    "access_log_type": ("AccessLogType", codes.ACCESS_LOG_TYPES),
+    "method": ("Method", codes.REQUEST_METHODS),
+    "protocol": ("Protocol", codes.HTTP_VERSIONS),
+    "tls_version": ("TlsVersion", codes.TLS_VERSIONS),
+}
+
+
+def _enum_names(raw: pl.DataFrame) -> list[pl.Series]:
+    return [
+        _once_per_value(raw[column], partial(codes.enum_name, table), name, pl.String())
+        for column, (name, table) in _ENUMS.items()
+    ]
 
 
 def _once_per_value(values: pl.Series, compute: object, name: str, dtype: pl.DataType) -> pl.Series:
@@ -149,7 +162,6 @@ def _columns(stream: StreamIdentity, batch_id: str) -> list[pl.Expr]:
     columns = {
         "Timestamp": pl.col("start_ns").cast(pl.Datetime("ns")),
         "LogKind": pl.when(pl.col("kind") == 0).then(pl.lit("http")).otherwise(pl.lit("tcp")),
-        "AccessLogType": _enum(pl.col("access_log_type"), codes.ACCESS_LOG_TYPES),
         "ReporterNodeId": pl.lit(stream.node_id),
         "ReporterCluster": pl.lit(stream.cluster),
         "ReporterWorkload": pl.lit(stream.workload),
@@ -157,11 +169,8 @@ def _columns(stream: StreamIdentity, batch_id: str) -> list[pl.Expr]:
         "ReporterVersion": pl.lit(stream.version),
         "LogName": pl.lit(stream.log_name),
         "ResponseCode": pl.when(code <= 0xFFFF).then(code).otherwise(0),
-        "Method": _enum(pl.col("method"), codes.REQUEST_METHODS),
         "RequestId": pl.when(request_id == "").then(pl.col("stream_id")).otherwise(request_id),
-        "Protocol": _enum(pl.col("protocol"), codes.HTTP_VERSIONS),
         "UpstreamRequestAttemptCount": pl.col("UpstreamRequestAttemptCount"),
-        "TlsVersion": _enum(pl.col("tls_version"), codes.TLS_VERSIONS),
         "TlsCipherSuite": pl.col("_cipher"),
         "BatchId": pl.lit(batch_id),
     }

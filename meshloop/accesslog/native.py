@@ -2,8 +2,9 @@
 
 :func:`decode_columns` hands every payload of a batch to ``ml_als_decode`` in one call
 (ctypes releases the GIL for it), and wraps the flat columns it returns as pyarrow
-arrays over the C buffers — no copy; the buffers are freed when the last array
-referring to them is. Column names are those of :data:`NUMERIC` and :data:`STRINGS`,
+arrays over the C buffers — strings as ``string_view``, polars' own layout, so they
+reach polars and then ClickHouse without a copy. The buffers are freed when the last
+array referring to them is. Column names are those of :data:`NUMERIC` and :data:`STRINGS`,
 in the C enums' order (checked against the library at load).
 
 The shared library is built from the C source next to this file: by ``make`` (the
@@ -122,6 +123,7 @@ def _result_type(numeric: int, strings: int) -> type[ctypes.Structure]:
             ("str_data", ctypes.c_void_p * strings),
             ("str_bytes", ctypes.c_int64 * strings),
             ("str_valid", ctypes.c_void_p * strings),
+            ("str_views", ctypes.c_void_p * strings),
             ("cap_rows", ctypes.c_int64),
             ("cap_data", ctypes.c_int64 * strings),
         ]
@@ -227,8 +229,8 @@ def decode_columns(payloads: Sequence[bytes]) -> dict[str, pa.Array]:
         column = pa.Array.from_buffers(pa.int64(), rows, [valid, values])
         columns[name] = column if arrow_type == pa.int64() else column.view(arrow_type)
     for i, (name, nullable) in enumerate(STRINGS):
-        offsets = pa.foreign_buffer(r.str_offsets[i], (rows + 1) * 8, base=owner)
+        views = pa.foreign_buffer(r.str_views[i], rows * 16, base=owner)
         data = pa.foreign_buffer(r.str_data[i], r.str_bytes[i], base=owner) if r.str_data[i] else _EMPTY
         valid = pa.foreign_buffer(r.str_valid[i], bits, base=owner) if nullable else None
-        columns[name] = pa.Array.from_buffers(pa.large_string(), rows, [valid, offsets, data])
+        columns[name] = pa.Array.from_buffers(pa.string_view(), rows, [valid, views, data])
     return columns
