@@ -48,17 +48,25 @@ class DecodeError(ValueError):
 
 
 def decode_batch(
-    messages: Sequence[bytes], stream: StreamIdentity, *, batch_id: str = ""
+    messages: Sequence[bytes],
+    stream: StreamIdentity | Sequence[StreamIdentity],
+    *,
+    batch_id: str = "",
 ) -> pl.DataFrame:
-    """Decode serialized ``StreamAccessLogsMessage`` payloads of one stream to ``access_logs`` rows.
+    """Decode serialized ``StreamAccessLogsMessage`` payloads to ``access_logs`` rows.
 
     Rows follow the payloads' order, entries in each payload's order. ``stream`` is the
-    stream's identity (its first message's ``identifier``); ``batch_id`` fills ``BatchId``.
-    Raises :class:`DecodeError` naming the bad payload if any payload is malformed.
+    identity of the stream the payloads came on (its first message's ``identifier``),
+    or one identity per payload: a collector batch holds many streams and is decoded in
+    one call. ``batch_id`` fills ``BatchId``. Raises :class:`DecodeError` naming the
+    first malformed payload.
     """
     for index, payload in enumerate(messages):
         if not isinstance(payload, bytes):
             raise DecodeError(index, None, f"expected bytes, got {type(payload).__name__}")
+    streams = [stream] * len(messages) if isinstance(stream, StreamIdentity) else list(stream)
+    if len(streams) != len(messages):
+        raise ValueError(f"{len(streams)} stream identities for {len(messages)} payloads")
     try:
         columns = native.decode_columns(messages)
     except native.NativeDecodeError as exc:
@@ -68,8 +76,33 @@ def decode_batch(
     raw = pl.DataFrame(columns)
     if raw.height == 0:
         return ACCESS_LOG_SCHEMA.to_frame()
-    lazy = raw.lazy().with_columns(_istio(raw), *_flag_codes(raw), _cipher_names(raw), *_enum_names(raw))
-    return lazy.select(_columns(stream, batch_id)).collect()
+    derived = (_istio(raw), *_flag_codes(raw), _cipher_names(raw), *_enum_names(raw))
+    lazy = raw.lazy().with_columns(*derived, *_reporters(raw, streams))
+    return lazy.select(_columns(batch_id)).collect()
+
+
+_REPORTER = {
+    "ReporterNodeId": "node_id",
+    "ReporterCluster": "cluster",
+    "ReporterWorkload": "workload",
+    "ReporterNamespace": "namespace",
+    "ReporterVersion": "version",
+    "LogName": "log_name",
+}
+
+
+def _reporters(raw: pl.DataFrame, streams: list[StreamIdentity]) -> list[pl.Series]:
+    """The reporter columns: each row's stream identity, gathered by its payload."""
+    distinct = list(dict.fromkeys(streams))
+    if len(distinct) == 1:
+        only = distinct[0]
+        return [pl.repeat(getattr(only, f), raw.height, dtype=pl.String, eager=True).alias(c)
+                for c, f in _REPORTER.items()]
+    index = {identity_: i for i, identity_ in enumerate(distinct)}
+    of_payload = pl.Series([index[s] for s in streams], dtype=pl.UInt32)
+    rows = of_payload.gather(raw["payload"])
+    return [pl.Series(c, [getattr(s, f) for s in distinct], dtype=pl.String).gather(rows)
+            for c, f in _REPORTER.items()]
 
 
 # Enum columns of the reader → (stored column, names): mapped once per distinct value.
@@ -124,7 +157,7 @@ def _istio(raw: pl.DataFrame) -> pl.Series:
     return parsed.gather(distinct.search_sorted(clusters)).alias("_istio")
 
 
-def _destination_and_source(stream: StreamIdentity) -> list[pl.Expr]:
+def _destination_and_source() -> list[pl.Expr]:
     istio = pl.col("_istio")
     direction = istio.struct.field("1")
     port_text = istio.struct.field("2")
@@ -139,11 +172,11 @@ def _destination_and_source(stream: StreamIdentity) -> list[pl.Expr]:
     outbound = direction == "outbound"
     workload = (
         pl.when(spiffe.struct.field("2").is_not_null()).then(spiffe.struct.field("2"))
-        .when(outbound).then(pl.lit(stream.workload)).otherwise(pl.lit(""))
+        .when(outbound).then(pl.col("ReporterWorkload")).otherwise(pl.lit(""))
     )
     namespace = (
         pl.when(spiffe.struct.field("1").is_not_null()).then(spiffe.struct.field("1"))
-        .when(outbound).then(pl.lit(stream.namespace)).otherwise(pl.lit(""))
+        .when(outbound).then(pl.col("ReporterNamespace")).otherwise(pl.lit(""))
     )
     return [
         workload.alias("SourceWorkload"),
@@ -154,7 +187,7 @@ def _destination_and_source(stream: StreamIdentity) -> list[pl.Expr]:
     ]
 
 
-def _columns(stream: StreamIdentity, batch_id: str) -> list[pl.Expr]:
+def _columns(batch_id: str) -> list[pl.Expr]:
     """Every ``access_logs`` column, in table order. TCP entries have zero/empty request
     and response fields (the reader leaves them unset), which map to the TCP values."""
     request_id = pl.col("request_id")
@@ -162,19 +195,13 @@ def _columns(stream: StreamIdentity, batch_id: str) -> list[pl.Expr]:
     columns = {
         "Timestamp": pl.col("start_ns").cast(pl.Datetime("ns")),
         "LogKind": pl.when(pl.col("kind") == 0).then(pl.lit("http")).otherwise(pl.lit("tcp")),
-        "ReporterNodeId": pl.lit(stream.node_id),
-        "ReporterCluster": pl.lit(stream.cluster),
-        "ReporterWorkload": pl.lit(stream.workload),
-        "ReporterNamespace": pl.lit(stream.namespace),
-        "ReporterVersion": pl.lit(stream.version),
-        "LogName": pl.lit(stream.log_name),
         "ResponseCode": pl.when(code <= 0xFFFF).then(code).otherwise(0),
         "RequestId": pl.when(request_id == "").then(pl.col("stream_id")).otherwise(request_id),
         "UpstreamRequestAttemptCount": pl.col("UpstreamRequestAttemptCount"),
         "TlsCipherSuite": pl.col("_cipher"),
         "BatchId": pl.lit(batch_id),
     }
-    for expr in _destination_and_source(stream):
+    for expr in _destination_and_source():
         columns[expr.meta.output_name()] = expr
     return [
         (columns[name] if name in columns else pl.col(name)).cast(dtype).alias(name)
