@@ -156,13 +156,13 @@ _lock = threading.Lock()
 _library: _Library | None = None
 
 
-def build(target: Path = LIBRARY) -> Path:
-    """Compile the C source into ``target`` (atomically); return ``target``."""
+def build(target: Path = LIBRARY, flags: Sequence[str] = ("-O3",)) -> Path:
+    """Compile the C source into ``target`` (atomically) with ``flags``; return ``target``."""
     compiler = os.environ.get("CC", "cc")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".als_decode-", suffix=".so")
     os.close(fd)
-    command = [compiler, "-O3", "-fPIC", "-shared", "-Wall", "-o", tmp, str(SOURCE)]
+    command = [compiler, *flags, "-fPIC", "-shared", "-Wall", "-o", tmp, str(SOURCE)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -175,13 +175,20 @@ def build(target: Path = LIBRARY) -> Path:
     return target
 
 
+LIBRARY_ENV = "MESHLOOP_ALS_DECODE_LIBRARY"
+"""Environment variable naming a prebuilt library to load instead (a sanitizer build)."""
+
+
 def _load() -> _Library:
     global _library
     with _lock:
         if _library is None:
-            stale = not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime
-            path = build() if stale else LIBRARY
-            _library = _Library(path)
+            override = os.environ.get(LIBRARY_ENV)
+            if override:
+                _library = _Library(Path(override))
+            else:
+                stale = not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime
+                _library = _Library(build() if stale else LIBRARY)
         return _library
 
 
