@@ -1,9 +1,11 @@
 """The flusher: WAL batches → decoded frames → the store, exactly once, in order.
 
 Two threads in a pipeline, so that decoding batch N+1 overlaps inserting batch N
-(ClickHouse and most polars work release the GIL; the protobuf decode does not):
+(ClickHouse, polars and the C access-log reader release the GIL):
 
-- the *decoder* takes records from intake, records the batch's range in the WAL
+- the *decoder* takes records from intake once a batch is due (``flush_max_bytes``
+  waiting, or the oldest record ``flush_interval`` old: :meth:`Intake.due_in`),
+  records the batch's range in the WAL
   (``begin_batch``: that fixes its id; ranges begin in seq order), decodes
   (:func:`~meshloop.collector.batch.build_frames`) and hands the frames on through a
   queue of one;
@@ -158,6 +160,11 @@ class Flusher:
         try:
             while not self._aborted.is_set():
                 stopping = self._stopping.is_set()
+                due = self.intake.due_in(self.flush_max_bytes, self.flush_interval_s)
+                if due and not stopping:  # records wait, but neither a full batch nor for long
+                    self.intake.wakeup.wait(due)
+                    self.intake.wakeup.clear()
+                    continue
                 records = self.intake.take(self.flush_max_bytes)
                 if not records:
                     with self._pending_lock:

@@ -87,6 +87,23 @@ class Intake:
             self._spilled_from, self._spilled_to = first_seq, last_seq
         self.wakeup.set()
 
+    def due_in(self, batch_bytes: int, interval_s: float) -> float | None:
+        """Seconds until a batch is due — 0.0 once ``batch_bytes`` wait (or records wait
+        on disk), or the oldest waiting record is ``interval_s`` old; None if none waits.
+
+        The flusher waits for this rather than taking whatever has arrived the moment it
+        is free: at a steady rate below its capacity, that would cut the stream into
+        many small batches, and every small batch is a ClickHouse part to write and merge.
+        """
+        with self._lock:
+            if self._spilled_from is not None or self._queued_bytes >= batch_bytes:
+                return 0.0
+            if not self._queue:
+                return None
+            oldest = self._queue[0].arrival_ns
+        age_s = (self._clock() - oldest) / 1e9
+        return min(interval_s, max(0.0, interval_s - age_s))
+
     async def wait_durable(self, seq: int) -> None:
         """Return once record ``seq`` is fsynced (per the WAL's policy)."""
         await self.wal.wait_durable(seq)
