@@ -48,7 +48,7 @@ NATIVE := meshloop/accesslog/_als_decode.so
 
 $(NATIVE): meshloop/accesslog/_als_decode.c $(STAMP)
 	@echo "building $@"
-	$(VENV)/bin/python -c "from meshloop.accesslog.native import build; build()"
+	$(VENV)/bin/python -m meshloop.accesslog.native
 
 env: $(STAMP) $(NATIVE)
 

@@ -241,3 +241,20 @@ def decode_columns(payloads: Sequence[bytes]) -> dict[str, pa.Array]:
         valid = pa.foreign_buffer(r.str_valid[i], bits, base=owner) if nullable else None
         columns[name] = pa.Array.from_buffers(pa.string_view(), rows, [valid, views, data])
     return columns
+
+
+def main() -> int:
+    """``python -m meshloop.accesslog.native``: build the library (what ``make`` runs)."""
+    import sys
+
+    try:
+        print(f"built {build()}")
+    except NativeDecoderUnavailable as exc:
+        print(f"error: {exc} (a C compiler is needed: set CC, or install one, e.g. apt-get install gcc)",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
