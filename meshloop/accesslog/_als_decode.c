@@ -183,6 +183,16 @@ typedef struct {
     uint64_t flags;
 } entry_t;
 
+/* Parse the length-delimited sub-message at r with ``call`` (reading ``c_``); a
+ * malformed sub-message stops the parent where it broke. */
+#define SUBMESSAGE(call) do { \
+        slice s_ = delimited(r); \
+        if (r->err) return; \
+        rd c_ = sub(r, s_); \
+        call; \
+        if (c_.err) { r->err = c_.err; r->p = c_.p; return; } \
+    } while (0)
+
 static void parse_timestamp(rd *r, int64_t *seconds, int32_t *nanos) {
     uint32_t n, w;
     while (next_key(r, &n, &w)) {
@@ -206,12 +216,8 @@ static void parse_address(rd *r, address_t *a) {
     uint32_t n, w;
     while (next_key(r, &n, &w)) {
         if (n == 1 && w == 2) {
-            slice s = delimited(r);
-            if (r->err) return;
-            rd c = sub(r, s);
             if (!a->present) { a->present = 1; a->host.p = 0; a->host.n = 0; a->port = 0; }
-            parse_socket(&c, a);
-            if (c.err) { r->err = c.err; r->p = c.p; return; }
+            SUBMESSAGE(parse_socket(&c_, a));
         } else if ((n == 2 || n == 3) && w == 2) {  /* pipe / envoy_internal_address: oneof */
             delimited(r);
             a->present = 0;
@@ -219,30 +225,24 @@ static void parse_address(rd *r, address_t *a) {
     }
 }
 
-#define SUBMESSAGE(call) do { \
-        slice s_ = delimited(r); \
-        if (r->err) return; \
-        rd c_ = sub(r, s_); \
-        call; \
-        if (c_.err) { r->err = c_.err; r->p = c_.p; return; } \
-    } while (0)
+/* SubjectAltName { oneof san { string uri = 1; string dns = 2; } }: its uri, if that is
+ * the member set last. */
+static void parse_san(rd *r, slice *uri) {
+    uint32_t n, w;
+    while (next_key(r, &n, &w)) {
+        if (n == 1 && w == 2) *uri = text(r);
+        else if (n == 2 && w == 2) { text(r); uri->p = 0; uri->n = 0; }
+        else skip_field(r, w, n, 0);
+    }
+}
 
+/* CertificateProperties: the first ``spiffe://`` URI of repeated subject_alt_name = 1. */
 static void parse_san_list(rd *r, entry_t *e) {
-    /* CertificateProperties: repeated SubjectAltName subject_alt_name = 1 { oneof uri = 1, dns = 2 } */
     uint32_t n, w;
     while (next_key(r, &n, &w)) {
         if (n == 1 && w == 2) {
-            slice s = delimited(r);
-            if (r->err) return;
-            rd c = sub(r, s);
             slice uri = {0, 0};
-            uint32_t n2, w2;
-            while (next_key(&c, &n2, &w2)) {
-                if (n2 == 1 && w2 == 2) uri = text(&c);
-                else if (n2 == 2 && w2 == 2) { text(&c); uri.p = 0; uri.n = 0; }
-                else skip_field(&c, w2, n2, 0);
-            }
-            if (c.err) { r->err = c.err; r->p = c.p; return; }
+            SUBMESSAGE(parse_san(&c_, &uri));
             if (!e->s[S_SPIFFE].p && uri.n >= 9 && memcmp(uri.p, "spiffe://", 9) == 0) e->s[S_SPIFFE] = uri;
         } else skip_field(r, w, n, 0);
     }
@@ -578,15 +578,11 @@ static void parse_entries(rd *r, ml_result *out, int kind, int64_t payload) {
     uint32_t n, w;
     while (next_key(r, &n, &w)) {
         if (n == 1 && w == 2) {
-            slice s = delimited(r);
-            if (r->err) return;
-            rd c = sub(r, s);
             entry_t e;
             memset(&e, 0, sizeof e);
             e.kind = kind;
             e.payload = payload;
-            parse_entry(&c, &e);
-            if (c.err) { r->err = c.err; r->p = c.p; return; }
+            SUBMESSAGE(parse_entry(&c_, &e));
             if (!emit(out, &e)) { r->err = ERR_MEMORY; return; }
         } else skip_field(r, w, n, 0);
     }

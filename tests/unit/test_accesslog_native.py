@@ -117,10 +117,11 @@ def test_trace_and_span_ids_follow_the_reference_rules(headers: dict[str, str]):
     assert (frame["TraceId"][0], frame["SpanId"][0]) == tracecontext.trace_context(headers)
 
 
-def test_build_command_without_a_compiler_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys):
+def test_build_command_without_a_compiler_exits_2(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setattr(native, "LIBRARY", tmp_path / "als.so")
     monkeypatch.setattr(native.build, "__defaults__", (tmp_path / "als.so", ("-O3",)))
     assert native.main() == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot run the C compiler") and "install one" in err and err.count("\n") == 1
+    assert err.startswith("error: cannot run the C compiler") and "install one" in err
+    assert err.count("\n") == 1
