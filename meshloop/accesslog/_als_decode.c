@@ -41,9 +41,15 @@ enum {
 
 typedef struct {
     int64_t rows;
-    int32_t error;            /* 0 = ok, else one of the ERR_* codes */
+    int32_t error;            /* ERR_MEMORY: nothing usable; else see the malformed list */
     int64_t error_payload;
     int64_t error_offset;
+    /* Malformed payloads, skipped (their rows rolled back) when skip_malformed is set:
+     * payload index, byte offset and ERR_* code of each. */
+    int64_t malformed;
+    int64_t *malformed_payload;
+    int64_t *malformed_offset;
+    int64_t *malformed_code;
     int64_t *num[N_COUNT];
     uint8_t *num_valid[N_COUNT];
     int64_t *str_offsets[S_COUNT];
@@ -622,7 +628,38 @@ static int make_views(ml_result *out) {
 /* Decode ``count`` payloads. Returns a result to free with ml_als_free (NULL only when
  * out of memory before anything could be allocated). On malformed input the result has
  * ``error`` set and the rows decoded so far must be ignored. */
-ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths, int64_t count) {
+/* Undo the rows emitted since ``rows``: a payload that turned out malformed. */
+static void rollback(ml_result *out, int64_t rows) {
+    for (int64_t row = rows; row < out->rows; row++) {
+        uint8_t mask = (uint8_t)~(1u << (row & 7));
+        for (int c = 0; c < N_COUNT; c++) out->num_valid[c][row >> 3] &= mask;
+        for (int c = 0; c < S_COUNT; c++) out->str_valid[c][row >> 3] &= mask;
+    }
+    for (int c = 0; c < S_COUNT; c++) out->str_bytes[c] = out->str_offsets[c][rows];
+    out->rows = rows;
+}
+
+static int note_malformed(ml_result *out, int64_t payload, int64_t offset, int code) {
+    int64_t n = out->malformed;
+    if ((n & (n - 1)) == 0) {  /* 0, 1, 2, 4, ...: grow to the next power of two */
+        int64_t cap = n ? 2 * n : 1;
+        if (!grow((void **)&out->malformed_payload, cap * 8) || !grow((void **)&out->malformed_offset, cap * 8)
+            || !grow((void **)&out->malformed_code, cap * 8)) return 0;
+    }
+    out->malformed_payload[n] = payload;
+    out->malformed_offset[n] = offset;
+    out->malformed_code[n] = code;
+    out->malformed = n + 1;
+    return 1;
+}
+
+/* Decode ``count`` payloads. Returns a result to free with ml_als_free (NULL only when
+ * out of memory before anything could be allocated). A malformed payload stops the
+ * decode (``error`` and ``error_payload`` name it; the rows must be ignored) unless
+ * ``skip_malformed``: then its rows are rolled back, it is listed in ``malformed`` and
+ * the decode goes on — one pass whatever the number of bad payloads. */
+ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths, int64_t count,
+                         int32_t skip_malformed) {
     ml_result *out = calloc(1, sizeof *out);
     int64_t total = 0;
     for (int64_t i = 0; i < count; i++) total += lengths[i];
@@ -630,6 +667,7 @@ ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths,
     if (!out || !reserve_rows(out, total / 512 + 1)) { ml_als_free(out); return 0; }
     for (int64_t i = 0; i < count && !out->error; i++) {
         rd r = {payloads[i], payloads[i] + lengths[i], payloads[i], 0};
+        int64_t rows = out->rows;
         uint32_t n, w;
         while (next_key(&r, &n, &w)) {
             if ((n == 2 || n == 3) && w == 2) {
@@ -640,11 +678,15 @@ ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths,
                 if (c.err) { r.err = c.err; r.p = c.p; break; }
             } else skip_field(&r, w, n, 0);
         }
-        if (r.err) {
-            out->error = r.err;
-            out->error_payload = i;
-            out->error_offset = r.p - r.base;
+        if (!r.err) continue;
+        if (skip_malformed && r.err != ERR_MEMORY) {
+            rollback(out, rows);
+            if (note_malformed(out, i, r.p - r.base, r.err)) continue;
+            r.err = ERR_MEMORY;
         }
+        out->error = r.err;
+        out->error_payload = i;
+        out->error_offset = r.p - r.base;
     }
     if (!out->error && !make_views(out)) {
         out->error = ERR_MEMORY;
@@ -659,6 +701,7 @@ void ml_als_free(ml_result *out) {
     for (int i = 0; i < S_COUNT; i++) {
         free(out->str_offsets[i]); free(out->str_data[i]); free(out->str_valid[i]); free(out->str_views[i]);
     }
+    free(out->malformed_payload); free(out->malformed_offset); free(out->malformed_code);
     free(out);
 }
 

@@ -27,7 +27,7 @@ from meshloop.accesslog.identity import StreamIdentity
 from meshloop.accesslog.scan import first_problem
 from meshloop.accesslog.schema import ACCESS_LOG_SCHEMA
 
-__all__ = ["DecodeError", "decode_batch"]
+__all__ = ["DecodeError", "decode_batch", "decode_batch_skipping"]
 
 
 class DecodeError(ValueError):
@@ -61,6 +61,28 @@ def decode_batch(
     one call. ``batch_id`` fills ``BatchId``. Raises :class:`DecodeError` naming the
     first malformed payload.
     """
+    frame, _ = _decode(messages, stream, batch_id, skip_malformed=False)
+    return frame
+
+
+def decode_batch_skipping(
+    messages: Sequence[bytes],
+    stream: StreamIdentity | Sequence[StreamIdentity],
+    *,
+    batch_id: str = "",
+) -> tuple[pl.DataFrame, list[DecodeError]]:
+    """:func:`decode_batch` for a collector batch: the rows of every valid payload, and
+    a :class:`DecodeError` for each malformed one (which contributes no rows) — one
+    pass, however many payloads are bad."""
+    return _decode(messages, stream, batch_id, skip_malformed=True)
+
+
+def _decode(
+    messages: Sequence[bytes],
+    stream: StreamIdentity | Sequence[StreamIdentity],
+    batch_id: str,
+    skip_malformed: bool,
+) -> tuple[pl.DataFrame, list[DecodeError]]:
     for index, payload in enumerate(messages):
         if not isinstance(payload, bytes):
             raise DecodeError(index, None, f"expected bytes, got {type(payload).__name__}")
@@ -68,17 +90,26 @@ def decode_batch(
     if len(streams) != len(messages):
         raise ValueError(f"{len(streams)} stream identities for {len(messages)} payloads")
     try:
-        columns = native.decode_columns(messages)
+        if skip_malformed:
+            columns, malformed = native.decode_columns_skipping(messages)
+        else:
+            columns, malformed = native.decode_columns(messages), []
     except native.NativeDecodeError as exc:
-        problem = first_problem(messages[exc.payload])  # the exact field, for the operator
-        offset, reason = problem if problem is not None else (exc.offset, exc.reason)
-        raise DecodeError(exc.payload, offset, reason) from None
+        raise _located(messages, exc) from None
+    errors = [_located(messages, exc) for exc in malformed]
     raw = pl.DataFrame(columns)
     if raw.height == 0:
-        return ACCESS_LOG_SCHEMA.to_frame()
+        return ACCESS_LOG_SCHEMA.to_frame(), errors
     derived = (_istio(raw), *_flag_codes(raw), _cipher_names(raw), *_enum_names(raw))
     lazy = raw.lazy().with_columns(*derived, *_reporters(raw, streams))
-    return lazy.select(_columns(batch_id)).collect()
+    return lazy.select(_columns(batch_id)).collect(), errors
+
+
+def _located(messages: Sequence[bytes], exc: native.NativeDecodeError) -> DecodeError:
+    """The reader's error, with the exact field from the slow scan for the operator."""
+    problem = first_problem(messages[exc.payload])
+    offset, reason = problem if problem is not None else (exc.offset, exc.reason)
+    return DecodeError(exc.payload, offset, reason)
 
 
 _REPORTER = {

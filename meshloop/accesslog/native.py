@@ -24,7 +24,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-__all__ = ["NUMERIC", "STRINGS", "NativeDecodeError", "NativeDecoderUnavailable", "decode_columns"]
+__all__ = [
+    "NUMERIC", "STRINGS", "NativeDecodeError", "NativeDecoderUnavailable", "decode_columns",
+    "decode_columns_skipping",
+]
 
 SOURCE = Path(__file__).with_name("_als_decode.c")
 LIBRARY = SOURCE.with_suffix(".so")
@@ -81,6 +84,7 @@ STRINGS: tuple[tuple[str, bool], ...] = (
     ("TraceId", False),  # from traceparent / B3 headers, rules of meshloop.accesslog.tracecontext
     ("SpanId", False),
 )
+_ERR_MEMORY = 8
 ERRORS = {
     1: "truncated (a length or varint runs past the end)",
     2: "varint longer than 10 bytes",
@@ -117,6 +121,10 @@ def _result_type(numeric: int, strings: int) -> type[ctypes.Structure]:
             ("error", ctypes.c_int32),
             ("error_payload", ctypes.c_int64),
             ("error_offset", ctypes.c_int64),
+            ("malformed", ctypes.c_int64),
+            ("malformed_payload", ctypes.POINTER(ctypes.c_int64)),
+            ("malformed_offset", ctypes.POINTER(ctypes.c_int64)),
+            ("malformed_code", ctypes.POINTER(ctypes.c_int64)),
             ("num", ctypes.c_void_p * numeric),
             ("num_valid", ctypes.c_void_p * numeric),
             ("str_offsets", ctypes.c_void_p * strings),
@@ -146,7 +154,7 @@ class _Library:
         if ctypes.sizeof(self.result) != size:
             raise NativeDecoderUnavailable(f"{path}: result layout mismatch (rebuild it: make)")
         lib.ml_als_decode.restype = _P(self.result)
-        lib.ml_als_decode.argtypes = [_P(ctypes.c_char_p), _P(ctypes.c_int64), ctypes.c_int64]
+        lib.ml_als_decode.argtypes = [_P(ctypes.c_char_p), _P(ctypes.c_int64), ctypes.c_int64, ctypes.c_int32]
         lib.ml_als_free.restype = None
         lib.ml_als_free.argtypes = [_P(self.result)]
         self.lib = lib
@@ -214,19 +222,40 @@ def decode_columns(payloads: Sequence[bytes]) -> dict[str, pa.Array]:
     """Decode serialized ``StreamAccessLogsMessage``\\ s into flat columns (one row per
     entry, payload order, entries in wire order). Raises :class:`NativeDecodeError`
     for the first malformed payload."""
+    columns, _ = _decode(payloads, skip_malformed=False)
+    return columns
+
+
+Decoded = tuple[dict[str, pa.Array], list[NativeDecodeError]]
+
+
+def decode_columns_skipping(payloads: Sequence[bytes]) -> Decoded:
+    """Like :func:`decode_columns`, but a malformed payload contributes no rows and is
+    reported instead (in payload order) — still one pass over the batch."""
+    return _decode(payloads, skip_malformed=True)
+
+
+def _decode(payloads: Sequence[bytes], skip_malformed: bool) -> Decoded:
     library = _load()
     count = len(payloads)
     pointers = (ctypes.c_char_p * max(count, 1))(*payloads)
     lengths = (ctypes.c_int64 * max(count, 1))(*(len(p) for p in payloads))
-    result = library.lib.ml_als_decode(pointers, lengths, count)
+    result = library.lib.ml_als_decode(pointers, lengths, count, int(skip_malformed))
     if not result:
         raise MemoryError("the access-log decoder could not allocate its result")
     owner = _Owner(library, result)
     r = result.contents
+    if r.error == _ERR_MEMORY:
+        raise MemoryError("the access-log decoder ran out of memory")
     if r.error:
         error = NativeDecodeError(r.error_payload, r.error_offset, ERRORS.get(r.error, f"error {r.error}"))
         del owner
         raise error
+    malformed = [
+        NativeDecodeError(r.malformed_payload[i], r.malformed_offset[i], ERRORS.get(code, f"error {code}"))
+        for i in range(r.malformed)
+        for code in (r.malformed_code[i],)
+    ]
     rows = r.rows
     bits = _bitmap_bytes(rows)
     columns: dict[str, pa.Array] = {}
@@ -240,7 +269,7 @@ def decode_columns(payloads: Sequence[bytes]) -> dict[str, pa.Array]:
         data = pa.foreign_buffer(r.str_data[i], r.str_bytes[i], base=owner) if r.str_data[i] else _EMPTY
         valid = pa.foreign_buffer(r.str_valid[i], bits, base=owner) if nullable else None
         columns[name] = pa.Array.from_buffers(pa.string_view(), rows, [valid, views, data])
-    return columns
+    return columns, malformed
 
 
 def main() -> int:

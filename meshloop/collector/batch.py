@@ -4,7 +4,8 @@ Records are grouped by source (Envoy metrics also by stream identity, the WAL re
 ``meta``) and decoded in bulk by the ``accesslog`` room. Access logs of every stream
 are decoded in one call, each payload with its stream's identity: a fleet of a
 thousand Envoys costs one decode per batch, not a thousand. A payload that cannot be
-decoded is quarantined with its error — the rest of the batch still lands.
+decoded is quarantined with its error (for access logs, in the same pass) — the rest of
+the batch still lands.
 """
 
 from __future__ import annotations
@@ -125,25 +126,20 @@ def build_frames(records: Sequence[WalRecord], batch_id: str, lateness_ns: int) 
 
 def _access_logs(records: list[WalRecord], batch_id: str, lateness_ns: int, out: BatchFrames) -> None:
     """Every ALS record of the batch in one decode, whatever stream it came on (each
-    payload gets its stream's identity); a malformed payload is quarantined and the
-    rest decoded again."""
-    from meshloop.accesslog.decode import DecodeError, decode_batch
+    payload gets its stream's identity); malformed payloads are quarantined, in the
+    same pass."""
+    from meshloop.accesslog.decode import decode_batch_skipping
     from meshloop.accesslog.windows import window_partials
 
     identities = {meta: _identity(meta) for meta in {r.meta for r in records}}
-    pending = list(records)
-    while pending:
-        streams = [identities[r.meta] for r in pending]
-        try:
-            frame = decode_batch([r.payload for r in pending], streams, batch_id=batch_id)
-        except DecodeError as exc:
-            if exc.message_index is None:
-                raise
-            out.quarantined.append((pending.pop(exc.message_index), str(exc)))
-            continue
-        out.add(Source.ENVOY_ALS, ACCESS_LOGS, frame)
-        arrival = max(record.arrival_ns for record in pending)
-        partials, late = window_partials(frame, arrival, lateness_ns)
-        out.late_entries += late
-        out.add(Source.ENVOY_ALS, WINDOWS, partials)
+    streams = [identities[r.meta] for r in records]
+    frame, errors = decode_batch_skipping([r.payload for r in records], streams, batch_id=batch_id)
+    for error in errors:
+        assert error.message_index is not None  # the reader names every payload it skips
+        out.quarantined.append((records[error.message_index], str(error)))
+    if not frame.height:
         return
+    out.add(Source.ENVOY_ALS, ACCESS_LOGS, frame)
+    partials, late = window_partials(frame, max(record.arrival_ns for record in records), lateness_ns)
+    out.late_entries += late
+    out.add(Source.ENVOY_ALS, WINDOWS, partials)

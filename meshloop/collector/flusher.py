@@ -162,6 +162,7 @@ class Flusher:
                 stopping = self._stopping.is_set()
                 due = self.intake.due_in(self.flush_max_bytes, self.flush_interval_s)
                 if due and not stopping:  # records wait, but neither a full batch nor for long
+                    self._idle.clear()
                     self.intake.wakeup.wait(due)
                     self.intake.wakeup.clear()
                     continue

@@ -125,3 +125,13 @@ def test_build_command_without_a_compiler_exits_2(tmp_path: Path, monkeypatch, c
     err = capsys.readouterr().err
     assert err.startswith("error: cannot run the C compiler") and "install one" in err
     assert err.count("\n") == 1
+
+
+def test_skipping_rolls_back_a_bad_payloads_rows_and_names_it():
+    good, bad = _payload("/g", entries=2), _payload("/b", entries=3)[:-3]  # cut inside its last entry
+    columns, errors = native.decode_columns_skipping([good, bad, good])
+    assert columns["Path"].to_pylist() == ["/g"] * 4
+    assert columns["payload"].to_pylist() == [0, 0, 2, 2]
+    assert [(e.payload, e.reason) for e in errors] == [(1, native.ERRORS[1])]
+    with pytest.raises(native.NativeDecodeError):
+        native.decode_columns([good, bad, good])

@@ -58,3 +58,25 @@ def test_streams_of_a_batch_decode_together_and_a_bad_payload_is_quarantined():
     assert [(record.seq, "message" in error) for record, error in out.quarantined] == [(2, True)]
     assert frames[WINDOWS]["Requests"].sum() == 3
     assert set(frames[ACCESS_LOGS]["BatchId"]) == {"batch-1"}
+
+
+def test_many_bad_payloads_are_quarantined_in_one_pass(monkeypatch):
+    import meshloop.accesslog.native as native
+
+    calls: list[int] = []
+    real = native.decode_columns_skipping
+
+    def counting(messages):
+        calls.append(len(messages))
+        return real(messages)
+
+    monkeypatch.setattr(native, "decode_columns_skipping", counting)
+    a = _stream("productpage")
+    records = []
+    for i in range(50):
+        records.append(_record(2 * i, a, _payload(f"/{i}")))
+        records.append(_record(2 * i + 1, a, b"\x12\x05ab"))
+    out = build_frames(records, "b", lateness_ns=3600 * 10**9)
+    assert sorted(out.merged()[ACCESS_LOGS]["Path"]) == sorted(f"/{i}" for i in range(50))
+    assert [record.seq for record, _error in out.quarantined] == [2 * i + 1 for i in range(50)]
+    assert calls == [100]  # one pass, not one re-decode per bad payload
