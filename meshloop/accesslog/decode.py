@@ -17,8 +17,9 @@ the same mapping and the oracle of the tests; the column rules are documented th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import polars as pl
 
@@ -152,10 +153,12 @@ def _enum_names(raw: pl.DataFrame) -> list[pl.Series]:
     ]
 
 
-def _once_per_value(values: pl.Series, compute: object, name: str, dtype: pl.DataType) -> pl.Series:
+def _once_per_value(
+    values: pl.Series, compute: Callable[[Any], Any], name: str, dtype: pl.DataType
+) -> pl.Series:
     """``compute(value)`` for each distinct value of ``values``, gathered to every row."""
     distinct = values.unique().sort()
-    results = [compute(value) for value in distinct.to_list()]  # type: ignore[operator]
+    results = [compute(value) for value in distinct.to_list()]
     return pl.Series(name, results, dtype=dtype).gather(distinct.search_sorted(values))
 
 
