@@ -53,8 +53,9 @@ import os
 import threading
 import time
 import zlib
+from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshloop.collector.wal_format import (
@@ -145,6 +146,17 @@ class _Segment:
     size: int  # bytes on disk
     readable_end: int  # end of the intact records (< size after corruption)
     last_seq: int | None = None
+    # Byte offset of each record this process appended (index: seq - first_seq), so a
+    # read from the middle of the segment seeks to it instead of re-reading (and
+    # re-checking) every record before it. None for segments found at start.
+    offsets: array[int] | None = field(default_factory=lambda: array("q"))
+
+    def offset_of(self, seq: int) -> int:
+        """Where record ``seq`` (or the first record, for a seq before it) begins."""
+        index = seq - self.first_seq
+        if self.offsets is None or index <= 0 or index >= len(self.offsets):
+            return 0
+        return self.offsets[index]
 
 
 def _read_checkpoint(path: Path) -> Checkpoint:
@@ -284,7 +296,7 @@ class WriteAheadLog:
         finally:
             os.close(fd)
         size = scan.intact_end if scan.torn_tail else scan.size
-        self._segments.append(_Segment(first_seq, path, size, scan.intact_end, scan.last_seq))
+        self._segments.append(_Segment(first_seq, path, size, scan.intact_end, scan.last_seq, None))
         self._total_bytes += size
         return scan
 
@@ -313,6 +325,8 @@ class WriteAheadLog:
             seq = self._next_seq
             header = encode_header(seq, kind, arrival_ns, len(meta), len(payload), body_crc)
             self._write_locked([header, meta, payload], segment.size, size)
+            if segment.offsets is not None:
+                segment.offsets.append(segment.size)
             segment.size = segment.readable_end = segment.size + size
             segment.last_seq = seq
             self._total_bytes += size
@@ -509,7 +523,9 @@ class WriteAheadLog:
             after = max(first_seq - 1, self._committed_seq)
             until = self._next_seq - 1
             parts = [
-                (s, s.readable_end) for s in self._segments if s.last_seq is not None and s.last_seq > after
+                (s, s.offset_of(after + 1), s.readable_end)
+                for s in self._segments
+                if s.last_seq is not None and s.last_seq > after
             ]
         return self._iter_segments(parts, after, until)
 
@@ -518,15 +534,15 @@ class WriteAheadLog:
         return self.read_from(0)
 
     def _iter_segments(
-        self, parts: list[tuple[_Segment, int]], after: int, until: int
+        self, parts: list[tuple[_Segment, int, int]], after: int, until: int
     ) -> Iterator[WalRecord]:
-        for segment, end in parts:
+        for segment, start, end in parts:
             try:
                 file = open_segment(segment.path)
             except FileNotFoundError:
                 continue  # committed and deleted meanwhile
             with file:
-                reader = SegmentReader(file, end)
+                reader = SegmentReader(file, end, start)
                 for record in reader:
                     if record.seq > until:
                         return

@@ -93,19 +93,22 @@ def _crc_matches(header: bytes | memoryview, meta: bytes | memoryview, payload: 
 
 
 class SegmentReader:
-    """Iterates the intact records of an open segment file from offset 0 up to ``end``.
+    """Iterates the intact records of an open segment file from ``start`` (a record's
+    first byte; 0 by default) up to ``end``.
 
     After iteration, ``offset`` is the end of the last intact record and ``damaged``
     tells whether reading stopped before ``end`` at a record that is not intact.
     """
 
-    def __init__(self, file: BinaryIO, end: int) -> None:
+    def __init__(self, file: BinaryIO, end: int, start: int = 0) -> None:
         self._file = file
         self.end = end
-        self.offset = 0
+        self.offset = start
         self.damaged = False
 
     def __iter__(self) -> Iterator[WalRecord]:
+        if self.offset:
+            self._file.seek(self.offset)
         read = self._file.read
         prev_seq = -1
         while self.offset < self.end:

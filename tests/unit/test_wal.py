@@ -77,6 +77,32 @@ def test_read_from_starts_at_the_seq_and_stops_at_the_last_appended_when_called(
         assert [r.seq for r in wal.read_from(7)] == [7, 8]
 
 
+def test_read_from_the_middle_of_a_segment_seeks_past_the_records_before_it(tmp_path: Path) -> None:
+    # One segment. The flusher reads a spilled backlog back a batch at a time: each read
+    # must start at its record, not re-read (and re-check) the segment from byte 0.
+    # Proof: damage a record before the start; a read from 0 would stop there.
+    with open_wal(tmp_path) as wal:
+        fill(wal, 6)
+        (segment,) = segments(tmp_path)
+        with open(segment, "r+b") as file:
+            file.seek(record_size() + HEADER_SIZE + len(META) + 10)  # inside record 2's payload
+            file.write(b"\xff")
+        assert [r.seq for r in wal.read_from(4)] == [4, 5, 6]
+        assert [r.payload for r in wal.read_from(3)] == [payload(i) for i in (2, 3, 4, 5)]
+        assert wal.stats().corrupt_records == 0
+        assert [r.seq for r in wal.read_from(1)] == [1]  # from the start, the damage is found
+        assert wal.stats().corrupt_records == 1
+
+
+def test_read_from_a_segment_found_at_start_reads_it_from_its_first_record(tmp_path: Path) -> None:
+    with open_wal(tmp_path) as wal:
+        fill(wal, 6)
+    with open_wal(tmp_path) as wal:  # offsets are known only for this process' appends
+        assert [r.seq for r in wal.read_from(4)] == [4, 5, 6]
+        fill(wal, 2)
+        assert [r.seq for r in wal.read_from(7)] == [7, 8]
+
+
 def test_append_rejects_out_of_range_kind(tmp_path: Path) -> None:
     with open_wal(tmp_path) as wal, pytest.raises(ValueError, match="kind"):
         wal.append(70_000, META, b"x")
