@@ -25,7 +25,7 @@ from typing import Final
 import polars as pl
 from prometheus_client import Counter
 
-from meshloop.accesslog.windows import OpenWindows, step_windows
+from meshloop.accesslog.windows import OpenWindows, empty_partials, step_windows
 
 __all__ = ["AggregatorStats", "FinalWindows", "WindowAggregator", "WindowSubscription"]
 
@@ -169,7 +169,7 @@ class WindowAggregator:
 
     def advance(self, now_ns: int) -> pl.DataFrame:
         """Finalize on a clock tick without new data; return the newly final rows."""
-        return self._step(self._state.frame.clear(), now_ns)
+        return self._step(empty_partials(), now_ns)
 
     def subscribe(self, max_queue: int = 16) -> WindowSubscription:
         """A new subscription to the windows finalized from now on."""
@@ -195,7 +195,7 @@ class WindowAggregator:
             late_after_final=self._late_after_final,
             finalized_rows=self._finalized_rows,
             subscriber_drops=self._dropped_by_closed + sum(s.dropped for s in self._subscribers),
-            open_rows=self._state.frame.height,
+            open_rows=self._state.rows,
             final_before_ns=self._state.final_before_ns,
         )
 

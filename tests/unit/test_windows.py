@@ -456,6 +456,19 @@ def test_step_finalizes_after_window_end_plus_lateness() -> None:
     assert step.state.frame.height == 0
 
 
+def test_a_step_merges_only_the_windows_its_batch_touches() -> None:
+    # The live feed's cost per batch must follow the batch, not (open seconds × edges):
+    # windows the batch does not touch are carried over as they are, not re-merged.
+    step = step_windows(OpenWindows(), _partials_at((0, "a"), (1, "a"), (2, "b")), T0, 60 * S)
+    before = step.state
+    step = step_windows(before, _partials_at((1, "a"), (1, "b")), T0 + S, 60 * S)
+    after = step.state.windows
+    assert after[T0] is before.windows[T0] and after[T0 + 2 * S] is before.windows[T0 + 2 * S]
+    assert _seconds(after[T0 + S]) == [(1, "a", 2), (1, "b", 1)]
+    assert _seconds(before.windows[T0 + S]) == [(1, "a", 1)]  # the old state is a value: unchanged
+    assert (step.state.rows, _seconds(step.state.frame)[0]) == (4, (0, "a", 1))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
