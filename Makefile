@@ -42,13 +42,18 @@ $(STAMP): uv.lock pyproject.toml | $(UV)
 		opentelemetry-proto==$(OTEL_PROTO_VERSION)
 	@touch $@
 
-# The access-log decoder's C library (meshloop/accesslog/_als_decode.c), built with the
-# system C compiler ($CC, default cc) by the same function that builds it on first use.
-NATIVE := meshloop/accesslog/_als_decode.so
+# meshloop's C libraries, built with the system C compiler ($CC, default cc) by the same
+# functions that build them on first use: the access-log decoder, and the writer of
+# ClickHouse Native strings the embedded store inserts with.
+NATIVE := meshloop/accesslog/_als_decode.so meshloop/store/_native_strings.so
 
-$(NATIVE): meshloop/accesslog/_als_decode.c $(STAMP)
+meshloop/accesslog/_als_decode.so: meshloop/accesslog/_als_decode.c $(STAMP)
 	@echo "building $@"
 	$(VENV)/bin/python -m meshloop.accesslog.native
+
+meshloop/store/_native_strings.so: meshloop/store/_native_strings.c $(STAMP)
+	@echo "building $@"
+	$(VENV)/bin/python -m meshloop.store.native_format
 
 env: $(STAMP) $(NATIVE)
 

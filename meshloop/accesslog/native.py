@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
+
+from meshloop.cbuild import CBuildError, compile_shared, is_stale
 
 __all__ = [
     "NUMERIC", "STRINGS", "NativeDecodeError", "NativeDecoderUnavailable", "decode_columns",
@@ -166,21 +166,10 @@ _library: _Library | None = None
 
 def build(target: Path = LIBRARY, flags: Sequence[str] = ("-O3",)) -> Path:
     """Compile the C source into ``target`` (atomically) with ``flags``; return ``target``."""
-    compiler = os.environ.get("CC", "cc")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".als_decode-", suffix=".so")
-    os.close(fd)
-    command = [compiler, *flags, "-fPIC", "-shared", "-Wall", "-o", tmp, str(SOURCE)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise NativeDecoderUnavailable(f"cannot run the C compiler {compiler!r}: {exc}") from None
-    if done.returncode != 0:
-        os.unlink(tmp)
-        raise NativeDecoderUnavailable(f"building {SOURCE.name} failed: {done.stderr.strip()[:2000]}")
-    os.replace(tmp, target)
-    return target
+        return compile_shared(SOURCE, target, flags)
+    except CBuildError as exc:
+        raise NativeDecoderUnavailable(str(exc)) from None
 
 
 LIBRARY_ENV = "MESHLOOP_ALS_DECODE_LIBRARY"
@@ -195,8 +184,7 @@ def _load() -> _Library:
             if override:
                 _library = _Library(Path(override))
             else:
-                stale = not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime
-                _library = _Library(build() if stale else LIBRARY)
+                _library = _Library(build() if is_stale(SOURCE, LIBRARY) else LIBRARY)
         return _library
 
 

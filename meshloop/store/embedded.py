@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from meshloop.errors import StoreError
 from meshloop.store.base import Params, Store
+from meshloop.store.native_format import native_block_parts
 
 _CODE = re.compile(r"Code: (\d+)\.")
 # After an insert this large, hand ClickHouse's freed memory back to the OS at once:
@@ -66,6 +67,7 @@ class EmbeddedStore(Store):
         self._lock = threading.Lock()
         self._closed = False
         self._can_purge = True
+        self._low_cardinality: dict[str, frozenset[str]] = {}
         self._run(f"CREATE DATABASE IF NOT EXISTS {self.database}", "TabSeparated", None)
 
     # -- raw access, used by the HTTP interface ---------------------------------------
@@ -131,16 +133,54 @@ class EmbeddedStore(Store):
                 raise translate_chdb_error(exc) from exc
 
     def _insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
-        columns = ", ".join(f"`{name}`" for name in data.column_names)
-        setting_sql = ""
-        if settings:
-            setting_sql = " SETTINGS " + ", ".join(
-                f"{key} = {_setting_literal(value)}" for key, value in settings.items()
+        """Insert as a ClickHouse Native block when every column type allows it (ClickHouse
+        reads it for ~40% less CPU than Arrow, :mod:`meshloop.store.native_format`), else
+        through chdb's ``Python()`` table function."""
+        block = native_block_parts(data, self._low_cardinality_columns(table))
+        if block is None:
+            self._insert_through_python(table, data, settings)
+            return
+        insert_sql = f"INSERT INTO {table} ({_column_list(data)}){_settings_clause(settings)}"
+        with self._lock:
+            self._check_open()
+            try:
+                with self._session.send_insert(insert_sql, "Native") as inserter:
+                    for part in block:
+                        inserter.append(part)
+                    inserter.finish()
+            except Exception as exc:
+                raise translate_chdb_error(exc) from exc
+            del block
+            if data.num_rows >= PURGE_AFTER_ROWS:
+                self._purge_memory_locked()
+
+    def _low_cardinality_columns(self, table: str) -> frozenset[str]:
+        """The ``LowCardinality(String)`` columns of ``table`` (``database.name``), read
+        once per table. Only a hint for the Native block: a column declared
+        LowCardinality that the table stores otherwise is converted by ClickHouse."""
+        columns = self._low_cardinality.get(table)
+        if columns is None:
+            database, name = table.split(".", 1)
+            rows = self._run(
+                "SELECT name, type FROM system.columns WHERE database = {database:String} "
+                "AND table = {name:String}",
+                "TabSeparated",
+                {"database": database, "name": name},
             )
+            typed = [line.split("\t", 1) for line in rows.decode().splitlines()]
+            columns = frozenset(column for column, type_ in typed if type_ == "LowCardinality(String)")
+            if typed:  # the table exists: its types are known (else ask again next time)
+                self._low_cardinality[table] = columns
+        return columns
+
+    def _insert_through_python(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
+        """``INSERT … SELECT`` from chdb's ``Python()`` table function over ``data``."""
+        columns = _column_list(data)
         # chdb's Python() table function reads the local variable ``arrow_batch``
         # (https://clickhouse.com/docs/chdb/guides/query-remote-clickhouse#python).
         arrow_batch = data  # noqa: F841 - read by name inside ClickHouse
-        sql = f"INSERT INTO {table} ({columns}){setting_sql} SELECT {columns} FROM Python(arrow_batch)"
+        sql = f"INSERT INTO {table} ({columns}){_settings_clause(settings)}"
+        sql += f" SELECT {columns} FROM Python(arrow_batch)"
         with self._lock:
             self._check_open()
             try:
@@ -168,6 +208,16 @@ class EmbeddedStore(Store):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the embedded store is closed")
+
+
+def _column_list(data: pa.Table) -> str:
+    return ", ".join(f"`{name}`" for name in data.column_names)
+
+
+def _settings_clause(settings: Mapping[str, Any]) -> str:
+    if not settings:
+        return ""
+    return " SETTINGS " + ", ".join(f"{key} = {_setting_literal(value)}" for key, value in settings.items())
 
 
 def _setting_literal(value: Any) -> str:

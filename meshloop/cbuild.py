@@ -1,0 +1,44 @@
+"""Building meshloop's small C libraries with the system C compiler.
+
+Each library is one C source next to the Python module that loads it through ctypes:
+:mod:`meshloop.accesslog.native` (the access-log reader) and
+:mod:`meshloop.store.native_format` (ClickHouse Native strings). ``make`` builds them;
+a module also builds its library on first use when it is missing or older than its
+source. The compiler is ``$CC`` (default ``cc``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class CBuildError(RuntimeError):
+    """The C compiler could not be run, or the source did not compile."""
+
+
+def compile_shared(source: Path, target: Path, flags: Sequence[str] = ("-O3",)) -> Path:
+    """Compile ``source`` into the shared library ``target`` (atomically); return it."""
+    compiler = os.environ.get("CC", "cc")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{source.stem}-", suffix=".so")
+    os.close(fd)
+    command = [compiler, *flags, "-fPIC", "-shared", "-Wall", "-o", tmp, str(source)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise CBuildError(f"cannot run the C compiler {compiler!r}: {exc}") from None
+    if done.returncode != 0:
+        os.unlink(tmp)
+        raise CBuildError(f"building {source.name} failed: {done.stderr.strip()[:2000]}")
+    os.replace(tmp, target)
+    return target
+
+
+def is_stale(source: Path, library: Path) -> bool:
+    """True when ``library`` is missing or older than ``source``."""
+    return not library.exists() or library.stat().st_mtime < source.stat().st_mtime
