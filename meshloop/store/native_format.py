@@ -21,8 +21,9 @@ column (the caller falls back to ``Python()``); a column with nulls is declared
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,10 @@ class NativeFormatUnavailable(RuntimeError):
     """The C string writer could not be built or loaded (the message says why)."""
 
 
-def build(target: Path = LIBRARY) -> Path:
-    """Compile the C string writer into ``target``; return it."""
+def build(target: Path = LIBRARY, flags: Sequence[str] = ("-O3",)) -> Path:
+    """Compile the C string writer into ``target`` with ``flags``; return it."""
     try:
-        return compile_shared(SOURCE, target)
+        return compile_shared(SOURCE, target, flags)
     except CBuildError as exc:
         raise NativeFormatUnavailable(str(exc)) from None
 
@@ -55,11 +56,17 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
 
+LIBRARY_ENV = "MESHLOOP_NATIVE_STRINGS_LIBRARY"
+"""Environment variable naming a prebuilt library to load instead (a sanitizer build)."""
+
+
 def _load() -> ctypes.CDLL:
     global _library
     with _lock:
         if _library is None:
-            library = ctypes.CDLL(str(build() if is_stale(SOURCE, LIBRARY) else LIBRARY))
+            override = os.environ.get(LIBRARY_ENV)
+            path = Path(override) if override else build() if is_stale(SOURCE, LIBRARY) else LIBRARY
+            library = ctypes.CDLL(str(path))
             library.ml_native_string_views.restype = _I
             library.ml_native_string_views.argtypes = [_P, _P, _P, _I, _I, ctypes.c_char_p]
             library.ml_native_string_offsets.restype = _I
