@@ -86,7 +86,11 @@ def run() -> list[Result]:
     results = [
         Result("store insert, embedded (rows/s)", embedded_rate, "rows/s", "chdb Python() insert", base),
         Result(
-            "store insert, embedded (rows/CPU-s)", embedded_cpu, "rows/CPU-s", "chdb Python() insert", base_cpu
+            "store insert, embedded (rows/CPU-s)",
+            embedded_cpu,
+            "rows/CPU-s",
+            "chdb Python() insert",
+            base_cpu,
         ),
         Result(
             "store insert, HTTP interface (rows/s)",

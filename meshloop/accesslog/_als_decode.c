@@ -52,7 +52,6 @@ typedef struct {
     int64_t *malformed_code;
     int64_t *num[N_COUNT];
     uint8_t *num_valid[N_COUNT];
-    int64_t *str_offsets[S_COUNT];
     uint8_t *str_data[S_COUNT];
     int64_t str_bytes[S_COUNT];
     uint8_t *str_valid[S_COUNT];
@@ -401,9 +400,8 @@ static int reserve_rows(ml_result *out, int64_t rows) {
         memset(out->num_valid[i] + old_bits, 0, (size_t)(bits - old_bits));
     }
     for (int i = 0; i < S_COUNT; i++) {
-        if (!grow((void **)&out->str_offsets[i], (cap + 1) * 8) || !grow((void **)&out->str_valid[i], bits)) return 0;
+        if (!grow((void **)&out->str_views[i], cap * 16) || !grow((void **)&out->str_valid[i], bits)) return 0;
         memset(out->str_valid[i] + old_bits, 0, (size_t)(bits - old_bits));
-        if (out->cap_rows == 0) out->str_offsets[i][0] = 0;
     }
     out->cap_rows = cap;
     return 1;
@@ -412,6 +410,7 @@ static int reserve_rows(ml_result *out, int64_t rows) {
 static int reserve_data(ml_result *out, int col, int64_t extra) {
     int64_t need = out->str_bytes[col] + extra;
     if (need <= out->cap_data[col]) return 1;
+    if (need > (int64_t)UINT32_MAX) return 0;  /* a view's offset is 32 bits */
     int64_t cap = out->cap_data[col] ? out->cap_data[col] : 16 * out->cap_rows + 4096;
     while (cap < need) cap *= 2;
     if (!grow((void **)&out->str_data[col], cap)) return 0;
@@ -424,11 +423,31 @@ static void set_num(ml_result *out, int col, int64_t row, int64_t value, int val
     if (valid) out->num_valid[col][row >> 3] |= (uint8_t)(1u << (row & 7));
 }
 
-static int put_str(ml_result *out, int col, int64_t row, const uint8_t *p, int64_t n, int valid) {
-    if (n && !reserve_data(out, col, n)) return 0;
-    if (n) memcpy(out->str_data[col] + out->str_bytes[col], p, (size_t)n);
+/* Row ``row`` of string column ``col`` as an Arrow string_view: the length, then the
+ * string itself if it fits in 12 bytes (zero-padded), else its first 4 bytes, buffer 0
+ * and its offset in str_data, where it is appended
+ * (https://arrow.apache.org/docs/format/Columnar.html#variable-size-binary-view-layout).
+ * Views hold offsets, not pointers: str_data may move as it grows. */
+static int put_view(ml_result *out, int col, int64_t row, const uint8_t *p, int64_t n) {
+    uint8_t *v = out->str_views[col] + 16 * row;
+    uint32_t len = (uint32_t)n;
+    memset(v, 0, 16);
+    memcpy(v, &len, 4);
+    if (n <= 12) {
+        if (n) memcpy(v + 4, p, (size_t)n);
+        return 1;
+    }
+    if (!reserve_data(out, col, n)) return 0;
+    uint32_t offset = (uint32_t)out->str_bytes[col];
+    memcpy(out->str_data[col] + offset, p, (size_t)n);
+    memcpy(v + 4, p, 4);
+    memcpy(v + 12, &offset, 4);  /* bytes 8..11: buffer index 0 */
     out->str_bytes[col] += n;
-    out->str_offsets[col][row + 1] = out->str_bytes[col];
+    return 1;
+}
+
+static int put_str(ml_result *out, int col, int64_t row, const uint8_t *p, int64_t n, int valid) {
+    if (!put_view(out, col, row, p, n)) return 0;
     if (valid) out->str_valid[col][row >> 3] |= (uint8_t)(1u << (row & 7));
     return 1;
 }
@@ -444,17 +463,17 @@ static int put_address(ml_result *out, int col, int64_t row, const address_t *a)
     for (int i = 0; i < np; i++) port[i] = rev[np - 1 - i];
     int bracket = a->host.n && memchr(a->host.p, ':', (size_t)a->host.n) != 0;
     int64_t n = a->host.n + np + 1 + (bracket ? 2 : 0);
-    if (!reserve_data(out, col, n)) return 0;
-    uint8_t *d = out->str_data[col] + out->str_bytes[col];
+    uint8_t local[128], *text = n <= (int64_t)sizeof local ? local : malloc((size_t)n);
+    if (!text) return 0;
+    uint8_t *d = text;
     if (bracket) *d++ = '[';
     if (a->host.n) { memcpy(d, a->host.p, (size_t)a->host.n); d += a->host.n; }
     if (bracket) *d++ = ']';
     *d++ = ':';
     memcpy(d, port, (size_t)np);
-    out->str_bytes[col] += n;
-    out->str_offsets[col][row + 1] = out->str_bytes[col];
-    out->str_valid[col][row >> 3] |= (uint8_t)(1u << (row & 7));
-    return 1;
+    int ok = put_str(out, col, row, text, n, 1);
+    if (text != local) free(text);
+    return ok;
 }
 
 /* ---- trace context (meshloop/accesslog/tracecontext.py has the rules) ------------ */
@@ -517,16 +536,12 @@ static ids_t trace_context(const entry_t *e) {
 }
 
 static int put_trace(ml_result *out, int64_t row, const entry_t *e) {
-    static const uint8_t zeros[16] = "0000000000000000";
     ids_t ids = trace_context(e);
-    int col = S_TRACE_ID;
-    int64_t pad = ids.trace_n == 16 ? 16 : 0;
-    if (!reserve_data(out, col, pad + ids.trace_n)) return 0;
-    if (pad) memcpy(out->str_data[col] + out->str_bytes[col], zeros, 16);
-    if (ids.trace_n) memcpy(out->str_data[col] + out->str_bytes[col] + pad, ids.trace, (size_t)ids.trace_n);
-    out->str_bytes[col] += pad + ids.trace_n;
-    out->str_offsets[col][row + 1] = out->str_bytes[col];
-    out->str_valid[col][row >> 3] |= (uint8_t)(1u << (row & 7));
+    uint8_t trace[32];
+    int64_t pad = ids.trace_n == 16 ? 16 : 0;  /* a 64-bit B3 trace id, left-padded */
+    memset(trace, '0', (size_t)pad);
+    if (ids.trace_n) memcpy(trace + pad, ids.trace, (size_t)ids.trace_n);
+    if (!put_str(out, S_TRACE_ID, row, trace, pad + ids.trace_n, 1)) return 0;
     return put_str(out, S_SPAN_ID, row, ids.span, ids.span_n, 1);
 }
 
@@ -596,46 +611,14 @@ static void parse_entries(rd *r, ml_result *out, int kind, int64_t payload) {
 
 void ml_als_free(ml_result *out);
 
-/* Arrow ``string_view`` views of every string column (one data buffer each): what
- * polars holds strings as, so they reach it, and ClickHouse, without a copy. A view is
- * the length, then the string itself if it fits in 12 bytes, else its first 4 bytes,
- * buffer 0 and its offset (https://arrow.apache.org/docs/format/Columnar.html#variable-size-binary-view-layout). */
-static int make_views(ml_result *out) {
-    for (int c = 0; c < S_COUNT; c++) {
-        if (out->str_bytes[c] > (int64_t)UINT32_MAX) return 0;
-        uint8_t *views = calloc((size_t)(out->rows > 0 ? out->rows : 1), 16);
-        if (!views) return 0;
-        out->str_views[c] = views;
-        const int64_t *off = out->str_offsets[c];
-        const uint8_t *data = out->str_data[c];
-        for (int64_t i = 0; i < out->rows; i++) {
-            uint8_t *v = views + 16 * i;
-            uint32_t len = (uint32_t)(off[i + 1] - off[i]);
-            memcpy(v, &len, 4);
-            if (len <= 12) {
-                if (len) memcpy(v + 4, data + off[i], len);
-            } else {
-                uint32_t buffer = 0, offset = (uint32_t)off[i];
-                memcpy(v + 4, data + off[i], 4);
-                memcpy(v + 8, &buffer, 4);
-                memcpy(v + 12, &offset, 4);
-            }
-        }
-    }
-    return 1;
-}
-
-/* Decode ``count`` payloads. Returns a result to free with ml_als_free (NULL only when
- * out of memory before anything could be allocated). On malformed input the result has
- * ``error`` set and the rows decoded so far must be ignored. */
 /* Undo the rows emitted since ``rows``: a payload that turned out malformed. */
-static void rollback(ml_result *out, int64_t rows) {
+static void rollback(ml_result *out, int64_t rows, const int64_t *str_bytes) {
     for (int64_t row = rows; row < out->rows; row++) {
         uint8_t mask = (uint8_t)~(1u << (row & 7));
         for (int c = 0; c < N_COUNT; c++) out->num_valid[c][row >> 3] &= mask;
         for (int c = 0; c < S_COUNT; c++) out->str_valid[c][row >> 3] &= mask;
     }
-    for (int c = 0; c < S_COUNT; c++) out->str_bytes[c] = out->str_offsets[c][rows];
+    for (int c = 0; c < S_COUNT; c++) out->str_bytes[c] = str_bytes[c];
     out->rows = rows;
 }
 
@@ -667,7 +650,8 @@ ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths,
     if (!out || !reserve_rows(out, total / 512 + 1)) { ml_als_free(out); return 0; }
     for (int64_t i = 0; i < count && !out->error; i++) {
         rd r = {payloads[i], payloads[i] + lengths[i], payloads[i], 0};
-        int64_t rows = out->rows;
+        int64_t rows = out->rows, str_bytes[S_COUNT];
+        memcpy(str_bytes, out->str_bytes, sizeof str_bytes);
         uint32_t n, w;
         while (next_key(&r, &n, &w)) {
             if ((n == 2 || n == 3) && w == 2) {
@@ -680,17 +664,13 @@ ml_result *ml_als_decode(const uint8_t *const *payloads, const int64_t *lengths,
         }
         if (!r.err) continue;
         if (skip_malformed && r.err != ERR_MEMORY) {
-            rollback(out, rows);
+            rollback(out, rows, str_bytes);
             if (note_malformed(out, i, r.p - r.base, r.err)) continue;
             r.err = ERR_MEMORY;
         }
         out->error = r.err;
         out->error_payload = i;
         out->error_offset = r.p - r.base;
-    }
-    if (!out->error && !make_views(out)) {
-        out->error = ERR_MEMORY;
-        out->error_payload = count ? count - 1 : 0;
     }
     return out;
 }
@@ -699,7 +679,7 @@ void ml_als_free(ml_result *out) {
     if (!out) return;
     for (int i = 0; i < N_COUNT; i++) { free(out->num[i]); free(out->num_valid[i]); }
     for (int i = 0; i < S_COUNT; i++) {
-        free(out->str_offsets[i]); free(out->str_data[i]); free(out->str_valid[i]); free(out->str_views[i]);
+        free(out->str_data[i]); free(out->str_valid[i]); free(out->str_views[i]);
     }
     free(out->malformed_payload); free(out->malformed_offset); free(out->malformed_code);
     free(out);

@@ -127,7 +127,6 @@ def _result_type(numeric: int, strings: int) -> type[ctypes.Structure]:
             ("malformed_code", ctypes.POINTER(ctypes.c_int64)),
             ("num", ctypes.c_void_p * numeric),
             ("num_valid", ctypes.c_void_p * numeric),
-            ("str_offsets", ctypes.c_void_p * strings),
             ("str_data", ctypes.c_void_p * strings),
             ("str_bytes", ctypes.c_int64 * strings),
             ("str_valid", ctypes.c_void_p * strings),
