@@ -26,25 +26,23 @@ class Result:
         return self.value / self.baseline_value if self.baseline_value else float("nan")
 
 
-def best_rate(work: Callable[[], int], repeat: int = 3) -> float:
-    """Run ``work`` (returns items done) ``repeat`` times; the best items per second."""
+def best_rate(
+    work: Callable[[], int], repeat: int = 3, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Run ``work`` (returns items done) ``repeat`` times; the best items per second of
+    ``clock`` (wall-clock by default)."""
     best = 0.0
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         done = work()
-        best = max(best, done / (time.perf_counter() - start))
+        best = max(best, done / (clock() - start))
     return best
 
 
 def best_cpu_rate(work: Callable[[], int], repeat: int = 3) -> float:
-    """Like :func:`best_rate`, per CPU-second of this process (all its threads, so
-    ClickHouse's inside chdb too) instead of per wall-clock second."""
-    best = 0.0
-    for _ in range(repeat):
-        start = time.process_time()
-        done = work()
-        best = max(best, done / (time.process_time() - start))
-    return best
+    """:func:`best_rate` per CPU-second of this process (all its threads, so ClickHouse's
+    inside chdb too) instead of per wall-clock second."""
+    return best_rate(work, repeat, time.process_time)
 
 
 def print_table(results: list[Result]) -> None:

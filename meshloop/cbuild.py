@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -42,3 +43,15 @@ def compile_shared(source: Path, target: Path, flags: Sequence[str] = ("-O3",)) 
 def is_stale(source: Path, library: Path) -> bool:
     """True when ``library`` is missing or older than ``source``."""
     return not library.exists() or library.stat().st_mtime < source.stat().st_mtime
+
+
+def build_command(build: Callable[[], Path], unavailable: type[Exception]) -> int:
+    """What ``python -m <module>`` runs for a module with a C library (``make`` does):
+    build it, print where; on ``unavailable``, one line and exit status 2."""
+    try:
+        print(f"built {build()}")
+    except unavailable as exc:
+        print(f"error: {exc} (a C compiler is needed: set CC, or install one, e.g. apt-get install gcc)",
+              file=sys.stderr)
+        return 2
+    return 0

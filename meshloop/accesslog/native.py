@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from meshloop.cbuild import CBuildError, compile_shared, is_stale
+from meshloop.cbuild import CBuildError, build_command, compile_shared, is_stale
 
 __all__ = [
     "NUMERIC", "STRINGS", "NativeDecodeError", "NativeDecoderUnavailable", "decode_columns",
@@ -261,15 +261,7 @@ def _decode(payloads: Sequence[bytes], skip_malformed: bool) -> Decoded:
 
 def main() -> int:
     """``python -m meshloop.accesslog.native``: build the library (what ``make`` runs)."""
-    import sys
-
-    try:
-        print(f"built {build()}")
-    except NativeDecoderUnavailable as exc:
-        print(f"error: {exc} (a C compiler is needed: set CC, or install one, e.g. apt-get install gcc)",
-              file=sys.stderr)
-        return 2
-    return 0
+    return build_command(build, NativeDecoderUnavailable)
 
 
 if __name__ == "__main__":

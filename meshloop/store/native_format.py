@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from meshloop.cbuild import CBuildError, compile_shared, is_stale
+from meshloop.cbuild import CBuildError, build_command, compile_shared, is_stale
 
 __all__ = ["NativeFormatUnavailable", "build", "native_block", "native_block_parts"]
 
@@ -272,15 +272,7 @@ def _string_lists(column: pa.ChunkedArray) -> list[bytes | memoryview]:
 
 def main() -> int:
     """``python -m meshloop.store.native_format``: build the library (what ``make`` runs)."""
-    import sys
-
-    try:
-        print(f"built {build()}")
-    except NativeFormatUnavailable as exc:
-        print(f"error: {exc} (a C compiler is needed: set CC, or install one, e.g. apt-get install gcc)",
-              file=sys.stderr)
-        return 2
-    return 0
+    return build_command(build, NativeFormatUnavailable)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,7 @@ back by an independent reader of the format (scripts/check_native_format.py)."""
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,7 +11,7 @@ import pytest
 
 from meshloop.store import native_format
 from scripts.check_native_format import one_round, read_block
-from tests.unit.test_als_decode_sanitized import ROOT, _runtime
+from tests.unit.test_als_decode_sanitized import SANITIZER_FLAGS, run_sanitized
 
 
 def test_random_string_columns_read_back_exactly() -> None:
@@ -31,20 +28,7 @@ def test_the_reader_rejects_a_block_with_bytes_left_over() -> None:
 
 
 def test_the_writer_never_touches_memory_it_should_not(tmp_path: Path) -> None:
-    library = native_format.build(
-        tmp_path / "native_asan.so", ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-    )
-    env = {
-        **os.environ,
-        native_format.LIBRARY_ENV: str(library),
-        "LD_PRELOAD": f"{_runtime('libasan.so')} {_runtime('libubsan.so')}",
-        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
-        "PYTHONPATH": str(ROOT),
-    }
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "check_native_format.py"), "3000", "5"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+    library = native_format.build(tmp_path / "native_asan.so", SANITIZER_FLAGS)
+    done = run_sanitized("check_native_format.py", ["3000", "5"], native_format.LIBRARY_ENV, library)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "3000 rounds: no mismatch" in done.stdout
