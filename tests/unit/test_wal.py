@@ -220,6 +220,23 @@ def test_torn_tail_is_truncated_counted_and_appends_continue(tmp_path: Path, dam
         assert wal.stats().torn_tails_truncated == 0  # nothing left to repair
 
 
+def test_the_checksum_is_zlibs_crc32_so_older_segments_stay_readable(tmp_path: Path) -> None:
+    # Records are checksummed with zlib-ng; segments written with zlib.crc32 before must
+    # verify the same. Build one record by hand with zlib and read it back.
+    import struct
+    import zlib
+
+    from meshloop.collector.wal_format import MAGIC, VERSION
+
+    meta, body = META, payload(1, 5000)
+    tail = struct.pack("<BBHIIQq", VERSION, 0, 1, len(meta), len(body), 1, 1_000)
+    crc = zlib.crc32(tail, zlib.crc32(body, zlib.crc32(meta)))
+    (tmp_path / segment_name(1)).write_bytes(MAGIC + crc.to_bytes(4, "little") + tail + meta + body)
+    with open_wal(tmp_path) as wal:
+        assert list(wal.replay()) == [WalRecord(1, 1, 1_000, meta, body)]
+        assert wal.stats().corrupt_records == 0
+
+
 def test_crc_corruption_in_the_middle_is_detected_and_the_rest_stays_usable(tmp_path: Path) -> None:
     with open_wal(tmp_path, segment_max_bytes=record_size() * 4) as wal:
         fill(wal, 8)  # segments 1-4 and 5-8
