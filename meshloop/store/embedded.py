@@ -42,8 +42,8 @@ class EmbeddedStore(Store):
     """ClickHouse in process through chdb, data under ``path``."""
 
     backend = "chdb"
-    # chdb's Python() table function reads string_view columns: polars exports its
-    # strings as they are (measured: to_arrow 27 -> 3 ms per 100k access-log rows).
+    # polars exports its strings as string_view as they are (to_arrow 27 -> 3 ms per 100k
+    # access-log rows); the Native writer and chdb's Python() table function read them.
     arrow_compat = pl.CompatLevel.newest()
 
     def __init__(self, path: Path, database: str = "meshloop") -> None:

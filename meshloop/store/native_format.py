@@ -1,9 +1,9 @@
 """Arrow tables → one ClickHouse ``Native`` block, for the embedded store's inserts.
 
-chdb reads an Arrow table through its ``Python()`` table function at about 0.29 CPU-s
-per 100k ``access_logs`` rows; the same rows as a Native block cost it about 0.21, and
-writing the block here about 0.02 (``python -m benchmarks.ingest_floor``). ClickHouse
-converts each column from the type the block declares to the table's (``String`` into
+Inserting 100k ``access_logs`` rows costs about 0.31 CPU-s when chdb reads them as
+Arrow through its ``Python()`` table function, and 0.21 as a Native block, writing the
+block here (~0.04) included (``python -m benchmarks.ingest_floor``). ClickHouse converts
+each column from the type the block declares to the table's (``String`` into
 ``LowCardinality(String)``, ``UInt64`` into ``Nullable(UInt64)``), as for any insert.
 
 The format (https://clickhouse.com/docs/interfaces/formats/Native): the number of
