@@ -133,9 +133,10 @@ class EmbeddedStore(Store):
                 raise translate_chdb_error(exc) from exc
 
     def _insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
-        """Insert as a ClickHouse Native block when every column type allows it (ClickHouse
-        reads it for ~40% less CPU than Arrow, :mod:`meshloop.store.native_format`), else
-        through chdb's ``Python()`` table function."""
+        """Insert as a ClickHouse Native block when every column type allows it, else
+        through chdb's ``Python()`` table function. The block is cheaper: an
+        ``access_logs`` insert costs 0.21 instead of 0.31 CPU-s per 100k rows
+        (:mod:`meshloop.store.native_format`)."""
         block = native_block_parts(data, self._low_cardinality_columns(table))
         if block is None:
             self._insert_through_python(table, data, settings)
