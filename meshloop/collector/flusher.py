@@ -210,8 +210,11 @@ class Flusher:
                 return
             with self._pending_lock:
                 self._pending -= 1
-                if self._pending == 0 and self._drained:
+                idle = self._pending == 0
+                if idle and self._drained:
                     self._idle.set()
+            if idle:  # nothing queued behind this batch: let the store shed its memory
+                self.store.release_memory()
 
     def _flush(self, records: list[WalRecord], batch_id: str | None) -> bool:
         """Decode and store one batch in the calling thread (replay at start)."""

@@ -135,6 +135,15 @@ class Store(ABC):
         STORE_INSERTED_ROWS.labels(self.backend, table).inc(data.num_rows)
         return data.num_rows
 
+    def release_memory(self) -> None:
+        """Give memory that past inserts freed back to the OS, if the backend keeps it.
+
+        Writers with a steady stream of inserts call this when they go idle rather than
+        after every insert: memory kept is memory the next insert need not fault in.
+        Only the embedded backend keeps any (chdb's jemalloc); a server has nothing here.
+        """
+        return None  # nothing kept: a backend that keeps memory overrides this
+
     def qualified(self, table: str) -> str:
         """``database.table`` for a bare table name; a dotted name is kept."""
         if "." in table:

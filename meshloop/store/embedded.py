@@ -23,9 +23,11 @@ from meshloop.store.base import Params, Store
 from meshloop.store.native_format import native_block_parts
 
 _CODE = re.compile(r"Code: (\d+)\.")
-# After an insert this large, hand ClickHouse's freed memory back to the OS at once:
-# jemalloc otherwise keeps a few hundred MiB of an insert's buffers (about 250 MiB for
-# 100k access-log rows) resident for seconds; purging costs ~10 ms.
+# Once this many rows were inserted since the last purge, release_memory() hands
+# ClickHouse's freed memory back to the OS: jemalloc otherwise keeps a few hundred MiB of
+# an insert's buffers (about 250 MiB for 100k access-log rows) resident for seconds.
+# Purging costs ~10 ms, and the next insert then faults its memory in again (in process,
+# -14% insert CPU without purges), so a caller with inserts queued defers it.
 PURGE_AFTER_ROWS = 20_000
 _open_path: Path | None = None
 _open_lock = threading.Lock()
@@ -67,6 +69,7 @@ class EmbeddedStore(Store):
         self._lock = threading.Lock()
         self._closed = False
         self._can_purge = True
+        self._unreleased_rows = 0
         self._low_cardinality: dict[str, frozenset[str]] = {}
         self._run(f"CREATE DATABASE IF NOT EXISTS {self.database}", "TabSeparated", None)
 
@@ -152,8 +155,7 @@ class EmbeddedStore(Store):
             except Exception as exc:
                 raise translate_chdb_error(exc) from exc
             del block
-            if data.num_rows >= PURGE_AFTER_ROWS:
-                self._purge_memory_locked()
+            self._unreleased_rows += data.num_rows
 
     def _low_cardinality_columns(self, table: str) -> frozenset[str]:
         """The ``LowCardinality(String)`` columns of ``table`` (``database.name``), read
@@ -188,8 +190,16 @@ class EmbeddedStore(Store):
                 self._session.query(sql, "TabSeparated")
             except Exception as exc:
                 raise translate_chdb_error(exc) from exc
-            if data.num_rows >= PURGE_AFTER_ROWS:
-                self._purge_memory_locked()
+            self._unreleased_rows += data.num_rows
+
+    def release_memory(self) -> None:
+        """Hand the memory freed by the inserts since the last call back to the OS
+        (``SYSTEM JEMALLOC PURGE``), once they add up to :data:`PURGE_AFTER_ROWS`."""
+        with self._lock:
+            if self._closed or self._unreleased_rows < PURGE_AFTER_ROWS:
+                return
+            self._unreleased_rows = 0
+            self._purge_memory_locked()
 
     def _purge_memory_locked(self) -> None:
         """``SYSTEM JEMALLOC PURGE``; skipped from then on if this chdb build lacks it."""

@@ -218,3 +218,26 @@ def test_embedded_store_is_safe_to_share_between_threads(embedded_store: Embedde
     assert embedded_store.query_rows(
         f"SELECT worker, count() FROM {db}.shared GROUP BY worker ORDER BY worker"
     ) == [(worker, 10_000) for worker in range(6)]
+
+
+def _purges(store: EmbeddedStore) -> int:
+    rows = store.query_rows("SELECT value FROM system.events WHERE event = 'MemoryAllocatorPurge'")
+    return int(rows[0][0]) if rows else 0
+
+
+def test_embedded_release_memory_purges_once_enough_rows_were_inserted(
+    embedded_store: EmbeddedStore,
+) -> None:
+    from meshloop.store.embedded import PURGE_AFTER_ROWS
+
+    table = f"{embedded_store.database}.t"
+    embedded_store.command(f"CREATE TABLE {table} (n UInt64) ENGINE = MergeTree ORDER BY n")
+    embedded_store.insert_df("t", pl.DataFrame({"n": list(range(10))}))
+    before = _purges(embedded_store)
+    embedded_store.release_memory()  # 10 rows since the last purge: not worth one
+    assert _purges(embedded_store) == before
+    embedded_store.insert_df("t", pl.DataFrame({"n": list(range(PURGE_AFTER_ROWS))}))
+    embedded_store.release_memory()
+    assert _purges(embedded_store) == before + 1
+    embedded_store.release_memory()  # nothing inserted since
+    assert _purges(embedded_store) == before + 1
