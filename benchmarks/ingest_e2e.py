@@ -2,7 +2,7 @@
 
 A real ``meshloop up`` (embedded store) in a subprocess receives serialized
 ``StreamAccessLogsMessage`` batches (100 realistic entries of ~670 bytes each) on
-several concurrent gRPC streams from this process; the figure ends when every entry
+several concurrent gRPC streams from this process (one asyncio client); the figure ends when every entry
 is queryable in ``access_logs``. Measured:
 
 - entries/s for the whole machine (wall clock; the load generator shares the 2 cores,
@@ -29,12 +29,12 @@ Baselines, measured in the same run on the same payloads:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -69,25 +69,36 @@ def _identified(payload: bytes, stream: int) -> bytes:
     return message.SerializeToString()
 
 
-def _send(port: int, payloads: list[bytes], rate_per_s: float | None) -> None:
+METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
+
+
+async def _stream(channel: grpc.aio.Channel, payloads: list[bytes], rate_per_s: float | None) -> None:
     """One ALS stream; ``rate_per_s`` messages per second, or as fast as possible."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.stream_unary(
-            "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
-            request_serializer=None,
-            response_deserializer=als_pb2.StreamAccessLogsResponse.FromString,
-        )
+    call = channel.stream_unary(METHOD, request_serializer=None, response_deserializer=None)(timeout=600)
+    start = time.perf_counter()
+    for index, payload in enumerate(payloads):
+        if rate_per_s:
+            delay = start + index / rate_per_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await call.write(payload)
+    await call.done_writing()
+    await call
 
-        def paced():
-            start = time.perf_counter()
-            for index, payload in enumerate(payloads):
-                if rate_per_s:
-                    delay = start + index / rate_per_s - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                yield payload
 
-        call(paced(), timeout=600)
+def send_streams(port: int, streams: list[list[bytes]], rate_per_stream: float | None = None) -> None:
+    """Send each of ``streams`` as one ALS stream, all at once; return when all are done.
+
+    One asyncio client: it costs about half the CPU of a thread per stream on the
+    synchronous gRPC client (1M entries: ~0.6 against ~1.2 CPU-s, measured against a
+    server that drops the messages), and the load generator shares the machine.
+    """
+
+    async def send_all() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.gather(*(_stream(channel, s, rate_per_stream) for s in streams))
+
+    asyncio.run(send_all())
 
 
 def _streams(payloads: list[bytes], total_messages: int) -> list[list[bytes]]:
@@ -156,15 +167,7 @@ def _run_load(payloads: list[bytes], entries: int, rate: float | None) -> tuple[
         cpu_before, threads_before = _cpu_seconds(pid), _thread_cpu(pid)
         load_cpu_before = time.process_time()  # this process: the load generator
         started = time.perf_counter()
-        per_stream_rate = rate / per_message / STREAMS if rate else None
-        threads = [
-            threading.Thread(target=_send, args=(meshloop.collector_port, s, per_stream_rate))
-            for s in streams
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        send_streams(meshloop.collector_port, streams, rate / per_message / STREAMS if rate else None)
         load_cpu = time.process_time() - load_cpu_before
         poll(lambda: _stored(meshloop) >= expected, 600, "all rows", 0.1)
         wall = time.perf_counter() - started

@@ -35,7 +35,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -44,7 +43,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.accesslog_decode import STREAM, sample_payloads
-from benchmarks.ingest_e2e import SPACING_NS, UNIQUE_ENTRIES, _cpu_seconds, _send, _streams
+from benchmarks.ingest_e2e import SPACING_NS, UNIQUE_ENTRIES, _cpu_seconds, _streams, send_streams
 from meshloop.collector.batch import ACCESS_LOGS, WINDOWS, build_frames
 from meshloop.collector.sources import Source
 from meshloop.collector.wal_format import WalRecord
@@ -178,11 +177,7 @@ def intake(payloads: list[bytes], mode: str) -> float:
         port = int(server.stdout.readline())
         streams = _streams(payloads, INTAKE_ENTRIES // 100)
         before = _cpu_seconds(server.pid)
-        threads = [threading.Thread(target=_send, args=(port, s, None)) for s in streams]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        send_streams(port, streams)
         return _per_100k(_cpu_seconds(server.pid) - before, INTAKE_ENTRIES)
     finally:
         server.kill()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,14 +38,7 @@ def measure(name: str, setting: str, payloads: list[bytes]) -> None:
         pid = meshloop.proc.pid  # type: ignore[union-attr]
         threads_before, cpu_before = e2e._thread_cpu(pid), e2e._cpu_seconds(pid)
         streams = e2e._streams(payloads, ENTRIES // 100)
-        senders = [
-            threading.Thread(target=e2e._send, args=(meshloop.collector_port, s, RATE / 100 / e2e.STREAMS))
-            for s in streams
-        ]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join()
+        e2e.send_streams(meshloop.collector_port, streams, RATE / 100 / e2e.STREAMS)
         poll(lambda: e2e._stored(meshloop) >= ENTRIES, 600, "all rows", 0.1)
         threads_after, cpu = e2e._thread_cpu(pid), e2e._cpu_seconds(pid) - cpu_before
         merges = threads_after.get("MergeMutate", 0.0) - threads_before.get("MergeMutate", 0.0)
