@@ -233,14 +233,21 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return out
 
 
+PROCESS_VARIABLES = frozenset({
+    "MESHLOOP_ALS_DECODE_LIBRARY",  # meshloop.accesslog.native.LIBRARY_ENV: a sanitizer build
+    "MESHLOOP_NATIVE_STRINGS_LIBRARY",  # meshloop.store.native_format.LIBRARY_ENV, likewise
+})  # fmt: skip
+"""``MESHLOOP_*`` variables the process reads beside its settings (library overrides): not settings."""
+
+
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """Settings from ``MESHLOOP_*`` variables; an unknown ``MESHLOOP_`` name is an error."""
     out: dict[str, Any] = {}
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        if key.startswith(ENV_PREFIX + "TEST_"):
-            continue  # test-suite knobs, e.g. MESHLOOP_TEST_CLICKHOUSE_URL
+        if key.startswith(ENV_PREFIX + "TEST_") or key in PROCESS_VARIABLES:
+            continue  # test-suite knobs (MESHLOOP_TEST_CLICKHOUSE_URL) and process knobs
         name = key[len(ENV_PREFIX) :].lower()
         if name not in OPTIONS_BY_NAME:
             raise ConfigError("environment", key, "unknown setting")

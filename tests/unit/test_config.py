@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshloop.config import OPTIONS, Settings, load_settings
+from meshloop.config import OPTIONS, PROCESS_VARIABLES, Settings, load_settings, read_environment
 from meshloop.errors import ConfigError
 
 
@@ -118,3 +118,11 @@ def test_every_option_is_a_settings_field() -> None:
     assert {option.name for option in OPTIONS} <= fields
     for option in OPTIONS:
         assert getattr(Settings(), option.name) == option.default
+
+
+def test_process_variables_are_not_settings_and_match_their_readers() -> None:
+    from meshloop.accesslog import native
+    from meshloop.store import native_format
+
+    assert PROCESS_VARIABLES == {native.LIBRARY_ENV, native_format.LIBRARY_ENV}
+    assert read_environment(dict.fromkeys(PROCESS_VARIABLES, "0")) == {}
