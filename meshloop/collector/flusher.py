@@ -7,8 +7,9 @@ Two threads in a pipeline, so that decoding batch N+1 overlaps inserting batch N
   waiting, or the oldest record ``flush_interval`` old: :meth:`Intake.due_in`),
   records the batch's range in the WAL
   (``begin_batch``: that fixes its id; ranges begin in seq order), decodes
-  (:func:`~meshloop.collector.batch.build_frames`) and hands the frames on through a
-  queue of one;
+  (:func:`~meshloop.collector.batch.build_frames`), encodes each table's rows for the
+  store (:meth:`~meshloop.store.base.Store.prepare_insert`) and hands them on through
+  a queue of one;
 - the *inserter* inserts each table's frame with the insert deduplication token
   ``<batch id>.<table>``, then commits (``commit``) — batches in the order they began.
 
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -38,7 +40,7 @@ from meshloop.collector.intake import Intake
 from meshloop.collector.sources import Source
 from meshloop.collector.wal import WalRecord, WriteAheadLog
 from meshloop.errors import StoreError
-from meshloop.store.base import Store
+from meshloop.store.base import PreparedInsert, Store
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,18 @@ def is_transient(error: StoreError) -> bool:
 WindowSink = Callable[[pl.DataFrame, int, int], None]
 """Receives (window partials, now_ns, late entries) after each committed batch."""
 
-_Decoded = tuple[int, str, BatchFrames, float]  # (last seq, batch id, frames, decode seconds)
+
+
+@dataclass
+class _Decoded:
+    """A batch ready for the store: inserts prepared on the decoder thread."""
+
+    last: int  # the batch's last WAL seq
+    batch_id: str
+    frames: BatchFrames  # quarantined records, sources and late entries
+    inserts: dict[str, PreparedInsert]  # by table
+    windows: pl.DataFrame | None  # the merged window partials, for the live feed
+    decode_s: float  # decode and encode
 _HANDOFF_POLL_S = 0.2
 
 
@@ -205,7 +218,7 @@ class Flusher:
             item = self._handoff.get()
             if item is None:
                 return
-            if not self._store(*item):
+            if not self._store(item):
                 self._aborted.set()  # stopping during a store outage: the batch stays in flight
                 return
             with self._pending_lock:
@@ -220,7 +233,7 @@ class Flusher:
         """Decode and store one batch in the calling thread (replay at start)."""
         if not records:
             return True
-        return self._store(*self._decode(records, batch_id))
+        return self._store(self._decode(records, batch_id))
 
     def _decode(self, records: list[WalRecord], batch_id: str | None) -> _Decoded:
         first, last = records[0].seq, records[-1].seq
@@ -228,38 +241,43 @@ class Flusher:
             batch_id = self.wal.begin_batch(first, last)
         decode_started = time.perf_counter()
         frames = build_frames(records, batch_id, self.lateness_ns)
-        decode_s = time.perf_counter() - decode_started
         for source, seconds in frames.decode_seconds.items():
             m.DECODE_SECONDS.labels(source.label).observe(seconds)
-        return last, batch_id, frames, decode_s
+        merged = frames.merged()
+        # Encoding here, not on the inserter, keeps the pipeline's slower stage short:
+        # the store's insert of the previous batch overlaps it.
+        inserts = {table: self.store.prepare_insert(table, frame) for table, frame in merged.items()}
+        decode_s = time.perf_counter() - decode_started
+        return _Decoded(last, batch_id, frames, inserts, merged.get(WINDOWS), decode_s)
 
-    def _store(self, last: int, batch_id: str, frames: BatchFrames, decode_s: float) -> bool:
-        started = time.perf_counter() - decode_s  # FLUSH_SECONDS: decode + insert + commit
+    def _store(self, batch: _Decoded) -> bool:
+        started = time.perf_counter() - batch.decode_s  # FLUSH_SECONDS: decode + insert + commit
+        frames = batch.frames
         for record, error in frames.quarantined:
             self._quarantine(record, error)
-        merged = frames.merged()
-        for table, frame in merged.items():
-            if not self._insert_with_retry(table, frame, f"{batch_id}.{table}"):
+        for table, prepared in batch.inserts.items():
+            if not self._insert_with_retry(prepared, f"{batch.batch_id}.{table}"):
                 return False
-            m.ENTRIES_STORED.labels(frames.sources[table].label, table).inc(frame.height)
-        self.wal.commit(last)
+            m.ENTRIES_STORED.labels(frames.sources[table].label, table).inc(prepared.rows)
+        self.wal.commit(batch.last)
         self.batches_committed += 1
         m.FLUSH_SECONDS.observe(time.perf_counter() - started)
-        if self.on_windows is not None and (WINDOWS in merged or frames.late_entries):
-            self.on_windows(merged.get(WINDOWS, empty_partials()), self._clock(), frames.late_entries)
+        if self.on_windows is not None and (batch.windows is not None or frames.late_entries):
+            windows = batch.windows if batch.windows is not None else empty_partials()
+            self.on_windows(windows, self._clock(), frames.late_entries)
         return True
 
-    def _insert_with_retry(self, table: str, frame: pl.DataFrame, token: str) -> bool:
+    def _insert_with_retry(self, prepared: PreparedInsert, token: str) -> bool:
         delay = RETRY_INITIAL_S
         while True:
             try:
-                self.store.insert_df(table, frame, dedup_token=token)
+                self.store.insert_prepared(prepared, dedup_token=token)
                 return True
             except StoreError as exc:
                 m.FLUSH_FAILURES.inc()
                 log.warning(
                     "insert into %s failed (%s); retrying in %.1fs (data is safe in the WAL)",
-                    table,
+                    prepared.table,
                     exc,
                     delay,
                 )

@@ -2,7 +2,10 @@
 
 Backends implement four primitives (``_command``, ``_query_arrow``, ``_insert_arrow``,
 ``_close``); this class adds metrics, error translation and the polars conveniences,
-so both backends count and time their work the same way.
+so both backends count and time their work the same way. A backend that encodes its
+inserts (the embedded store writes ClickHouse ``Native`` blocks) also overrides
+``_encode`` and ``_insert_encoded``, so that :meth:`Store.prepare_insert` can do that
+work on another thread than the insert.
 
 SQL values never come from string building: pass them as ClickHouse query parameters
 (``{name:Type}`` placeholders, see
@@ -16,6 +19,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -64,6 +68,16 @@ def check_identifier(name: str, what: str = "identifier") -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"{what} {name!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")
     return name
+
+
+@dataclass(frozen=True)
+class PreparedInsert:
+    """Rows converted and encoded for one backend's insert (:meth:`Store.prepare_insert`)."""
+
+    table: str  # as the caller named it (the metrics' label)
+    qualified: str  # database.table
+    rows: int
+    payload: Any  # what the backend's ``_insert_encoded`` takes
 
 
 class Store(ABC):
@@ -122,18 +136,38 @@ class Store(ABC):
         deduplication window (``insert_deduplication_token``), so replaying a batch
         never duplicates rows.
         """
+        return self.insert_prepared(self.prepare_insert(table, df), dedup_token=dedup_token)
+
+    def prepare_insert(self, table: str, df: pl.DataFrame | pa.Table) -> PreparedInsert:
+        """The part of :meth:`insert_df` that does not need the store: converting the rows
+        and encoding them for the backend. A pipeline prepares the next batch while the
+        store inserts the current one; :meth:`insert_prepared` finishes (and may repeat)."""
         arrow = df.to_arrow(compat_level=self.arrow_compat) if isinstance(df, pl.DataFrame) else df
         data = as_clickhouse_arrow(arrow)
-        if data.num_rows == 0:
+        qualified = self.qualified(table)
+        payload = self._encode(qualified, data) if data.num_rows else None
+        return PreparedInsert(table, qualified, data.num_rows, payload)
+
+    def insert_prepared(self, prepared: PreparedInsert, *, dedup_token: str | None = None) -> int:
+        """Insert what :meth:`prepare_insert` made (as :meth:`insert_df`); return the rows."""
+        if prepared.rows == 0:
             return 0
         settings: dict[str, Any] = {}
         if dedup_token is not None:
             if not _DEDUP_TOKEN.match(dedup_token):
                 raise ValueError(f"dedup token {dedup_token!r} must match {_DEDUP_TOKEN.pattern}")
             settings["insert_deduplication_token"] = dedup_token
-        self._timed("insert", self._insert_arrow, self.qualified(table), data, settings)
-        STORE_INSERTED_ROWS.labels(self.backend, table).inc(data.num_rows)
-        return data.num_rows
+        self._timed("insert", self._insert_encoded, prepared.qualified, prepared.payload, settings)
+        STORE_INSERTED_ROWS.labels(self.backend, prepared.table).inc(prepared.rows)
+        return prepared.rows
+
+    def _encode(self, table: str, data: pa.Table) -> Any:
+        """``data`` as this backend's insert takes it (by default, Arrow as it is)."""
+        return data
+
+    def _insert_encoded(self, table: str, payload: Any, settings: Mapping[str, Any]) -> None:
+        """Insert what :meth:`_encode` returned (by default, through ``_insert_arrow``)."""
+        self._insert_arrow(table, payload, settings)
 
     def release_memory(self) -> None:
         """Give memory that past inserts freed back to the OS, if the backend keeps it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ PURGE_AFTER_ROWS = 20_000
 ENGINE_SETTINGS: Mapping[str, str] = {"os_threads_nice_value_merge_mutate": "19"}
 _open_path: Path | None = None
 _open_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _NativeInsert:
+    """An insert encoded as a ClickHouse Native block, in consecutive parts."""
+
+    columns: str  # the INSERT's column list
+    rows: int
+    parts: list[bytes | memoryview]
 
 
 def translate_chdb_error(exc: Exception) -> StoreError:
@@ -152,26 +162,33 @@ class EmbeddedStore(Store):
                 raise translate_chdb_error(exc) from exc
 
     def _insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any]) -> None:
-        """Insert as a ClickHouse Native block when every column type allows it, else
-        through chdb's ``Python()`` table function. The block is cheaper: an
+        self._insert_encoded(table, self._encode(table, data), settings)
+
+    def _encode(self, table: str, data: pa.Table) -> _NativeInsert | pa.Table:
+        """A ClickHouse Native block (in parts) when every column type allows it, else the
+        Arrow table, for chdb's ``Python()`` table function. The block is cheaper: an
         ``access_logs`` insert costs 0.21 instead of 0.31 CPU-s per 100k rows
         (:mod:`meshloop.store.native_format`)."""
         block = native_block_parts(data, self._low_cardinality_columns(table))
-        if block is None:
-            self._insert_through_python(table, data, settings)
+        return data if block is None else _NativeInsert(_column_list(data), data.num_rows, block)
+
+    def _insert_encoded(
+        self, table: str, payload: _NativeInsert | pa.Table, settings: Mapping[str, Any]
+    ) -> None:
+        if isinstance(payload, pa.Table):
+            self._insert_through_python(table, payload, settings)
             return
-        insert_sql = f"INSERT INTO {table} ({_column_list(data)}){_settings_clause(settings)}"
+        insert_sql = f"INSERT INTO {table} ({payload.columns}){_settings_clause(settings)}"
         with self._lock:
             self._check_open()
             try:
                 with self._session.send_insert(insert_sql, "Native") as inserter:
-                    for part in block:
+                    for part in payload.parts:
                         inserter.append(part)
                     inserter.finish()
             except Exception as exc:
                 raise translate_chdb_error(exc) from exc
-            del block
-            self._unreleased_rows += data.num_rows
+            self._unreleased_rows += payload.rows
 
     def _low_cardinality_columns(self, table: str) -> frozenset[str]:
         """The ``LowCardinality(String)`` columns of ``table`` (``database.name``), read
@@ -180,12 +197,15 @@ class EmbeddedStore(Store):
         columns = self._low_cardinality.get(table)
         if columns is None:
             database, name = table.split(".", 1)
-            rows = self._run(
-                "SELECT name, type FROM system.columns WHERE database = {database:String} "
-                "AND table = {name:String}",
-                "TabSeparated",
-                {"database": database, "name": name},
-            )
+            try:
+                rows = self._run(
+                    "SELECT name, type FROM system.columns WHERE database = {database:String} "
+                    "AND table = {name:String}",
+                    "TabSeparated",
+                    {"database": database, "name": name},
+                )
+            except StoreError:  # closed meanwhile: no hint (the insert itself will say why)
+                return frozenset()
             typed = [line.split("\t", 1) for line in rows.decode().splitlines()]
             columns = frozenset(column for column, type_ in typed if type_ == "LowCardinality(String)")
             if typed:  # the table exists: its types are known (else ask again next time)

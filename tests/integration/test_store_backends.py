@@ -149,6 +149,22 @@ def test_dedup_token_makes_a_replayed_insert_idempotent(store: Store) -> None:
     assert store.query_rows(f"SELECT count() FROM {db}.once") == [(6,)]
 
 
+def test_a_prepared_insert_lands_once_however_often_it_is_retried(store: Store) -> None:
+    db = store.database
+    store.command(
+        f"CREATE TABLE {db}.prepared (n UInt64, s LowCardinality(String)) ENGINE = MergeTree ORDER BY n "
+        "SETTINGS non_replicated_deduplication_window = 100"
+    )
+    frame = pl.DataFrame({"n": pl.Series([1, 2, 3], dtype=pl.UInt64), "s": ["a", "b", "a"]})
+    prepared = store.prepare_insert("prepared", frame)  # encoded once, on any thread
+    assert (prepared.table, prepared.qualified, prepared.rows) == ("prepared", f"{db}.prepared", 3)
+    assert store.insert_prepared(prepared, dedup_token="batch-1.prepared") == 3
+    assert store.insert_prepared(prepared, dedup_token="batch-1.prepared") == 3  # a retry
+    assert store.query_rows(f"SELECT n, s FROM {db}.prepared ORDER BY n") == [(1, "a"), (2, "b"), (3, "a")]
+    empty = store.prepare_insert("prepared", frame.clear())
+    assert empty.rows == 0 and store.insert_prepared(empty, dedup_token="batch-2.prepared") == 0
+
+
 def test_query_parameters_are_bound_not_spliced(store: Store) -> None:
     hostile = "x'); DROP DATABASE default; --"
     rows = store.query_rows("SELECT {value:String} AS v, {n:UInt32} + 1", {"value": hostile, "n": 41})

@@ -1,9 +1,11 @@
 """The flusher lets the store shed memory only when no batch waits behind the one it
-committed (a fake store records the order of inserts and releases)."""
+committed, and encodes each batch for the store on the decoder thread, not the
+inserter's (a fake store records the order of calls and their threads)."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +26,8 @@ STREAM = StreamIdentity(node_id="sidecar~10.0.0.1~a-1.ns~ns.svc.cluster.local", 
 
 
 class RecordingStore(Store):
-    """Keeps the order of calls; the first insert waits until a second batch is begun."""
+    """Keeps the order of calls; the first insert waits until the next batch is encoded
+    (so its encoding cannot be the inserter's work, and that batch is begun)."""
 
     backend = "fake"
 
@@ -34,14 +37,19 @@ class RecordingStore(Store):
         self._box = flusher_box
         self._first = True
 
+    def _encode(self, table: str, data: pa.Table) -> pa.Table:
+        self.calls.append(f"encode {table.rsplit('.', 1)[1]} on {threading.current_thread().name}")
+        return data
+
     def _insert_arrow(self, table: str, data: pa.Table, settings: object) -> None:
         if self._first:
             self._first = False
             deadline = time.monotonic() + 30
-            while self._box[0]._pending < 2:  # the decoder has begun the next batch
-                assert time.monotonic() < deadline, "the second batch was never begun"
+            while sum(call.startswith(f"encode {ACCESS_LOGS}") for call in self.calls) < 2:
+                assert time.monotonic() < deadline, "the second batch was never encoded"
                 time.sleep(0.005)
-        self.calls.append(f"insert {table.rsplit('.', 1)[1]}")
+            assert self._box[0]._pending == 2  # both batches begun, neither committed
+        self.calls.append(f"insert {table.rsplit('.', 1)[1]} on {threading.current_thread().name}")
 
     def release_memory(self) -> None:
         self.calls.append("release")
@@ -73,6 +81,8 @@ def test_memory_is_released_when_the_pipeline_goes_idle_not_between_queued_batch
         assert flusher.stop(10)
         wal.close()
     inserts = [call for call in store.calls if call.startswith("insert")]
-    assert inserts.count(f"insert {ACCESS_LOGS}") == 2
+    assert inserts.count(f"insert {ACCESS_LOGS} on meshloop-inserter") == 2
+    encodes = [call for call in store.calls if call.startswith("encode")]
+    assert encodes.count(f"encode {ACCESS_LOGS} on meshloop-flusher") == 2
     # batch 1 committed while batch 2 was begun: no release; batch 2 left nothing queued
     assert store.calls[-1] == "release" and store.calls.count("release") == 1
