@@ -122,8 +122,7 @@ def _otlp_metric(tables: dict[str, Points], row: int, metric: Any) -> None:
         data = metric.gauge if kind == "gauge" else metric.sum
         points = tables.setdefault(table, Points(table))
         for dp in data.data_points:
-            c = points.point(row, about, dp.start_time_unix_nano, dp.time_unix_nano)
-            points.attributes.add_attributes(dp.attributes)
+            c = _data_point(points, row, about, dp)
             c["Value"].append(_number(dp))
             c["Flags"].append(dp.flags)
             points.exemplars(dp.exemplars)
@@ -133,10 +132,7 @@ def _otlp_metric(tables: dict[str, Points], row: int, metric: Any) -> None:
     elif kind == "histogram":
         points = tables.setdefault(ddl.OTEL_METRICS_HISTOGRAM, Points(ddl.OTEL_METRICS_HISTOGRAM))
         for dp in metric.histogram.data_points:
-            c = points.point(row, about, dp.start_time_unix_nano, dp.time_unix_nano)
-            points.attributes.add_attributes(dp.attributes)
-            c["Count"].append(dp.count)
-            c["Sum"].append(dp.sum)
+            c = _counted_point(points, row, about, dp)
             c["BucketCounts"].append(list(dp.bucket_counts))
             c["ExplicitBounds"].append(list(dp.explicit_bounds))
             points.exemplars(dp.exemplars)
@@ -145,10 +141,7 @@ def _otlp_metric(tables: dict[str, Points], row: int, metric: Any) -> None:
         table = ddl.OTEL_METRICS_EXP_HISTOGRAM
         points = tables.setdefault(table, Points(table))
         for dp in metric.exponential_histogram.data_points:
-            c = points.point(row, about, dp.start_time_unix_nano, dp.time_unix_nano)
-            points.attributes.add_attributes(dp.attributes)
-            c["Count"].append(dp.count)
-            c["Sum"].append(dp.sum)
+            c = _counted_point(points, row, about, dp)
             c["Scale"].append(dp.scale)
             c["ZeroCount"].append(dp.zero_count)
             c["PositiveOffset"].append(dp.positive.offset)
@@ -160,14 +153,26 @@ def _otlp_metric(tables: dict[str, Points], row: int, metric: Any) -> None:
     elif kind == "summary":
         points = tables.setdefault(ddl.OTEL_METRICS_SUMMARY, Points(ddl.OTEL_METRICS_SUMMARY))
         for dp in metric.summary.data_points:
-            c = points.point(row, about, dp.start_time_unix_nano, dp.time_unix_nano)
-            points.attributes.add_attributes(dp.attributes)
-            c["Count"].append(dp.count)
-            c["Sum"].append(dp.sum)
+            c = _counted_point(points, row, about, dp)
             c["ValueAtQuantiles.Quantile"].append([q.quantile for q in dp.quantile_values])
             c["ValueAtQuantiles.Value"].append([q.value for q in dp.quantile_values])
             c["Flags"].append(dp.flags)
     # a metric without data (kind None) has no points: the exporter writes nothing either
+
+
+def _data_point(points: Points, row: int, about: tuple[str, str, str], dp: Any) -> dict[str, list[Any]]:
+    """Start the row of data point ``dp`` (its times and attributes); return the columns."""
+    c = points.point(row, about, dp.start_time_unix_nano, dp.time_unix_nano)
+    points.attributes.add_attributes(dp.attributes)
+    return c
+
+
+def _counted_point(points: Points, row: int, about: tuple[str, str, str], dp: Any) -> dict[str, list[Any]]:
+    """:func:`_data_point` with ``Count`` and ``Sum`` (histograms and summaries)."""
+    c = _data_point(points, row, about, dp)
+    c["Count"].append(dp.count)
+    c["Sum"].append(dp.sum)
+    return c
 
 
 def _min_max(c: dict[str, list[Any]], dp: Any, temporality: int) -> None:
