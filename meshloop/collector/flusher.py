@@ -74,6 +74,7 @@ def is_transient(error: StoreError) -> bool:
 WindowSink = Callable[[pl.DataFrame, int, int], None]
 """Receives (window partials, now_ns, late entries) after each committed batch."""
 
+_HANDOFF_POLL_S = 0.2
 
 
 @dataclass
@@ -86,7 +87,6 @@ class _Decoded:
     inserts: dict[str, PreparedInsert]  # by table
     windows: pl.DataFrame | None  # the merged window partials, for the live feed
     decode_s: float  # decode and encode
-_HANDOFF_POLL_S = 0.2
 
 
 def _name_os_thread(name: str) -> None:
