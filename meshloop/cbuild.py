@@ -45,6 +45,15 @@ def is_stale(source: Path, library: Path) -> bool:
     return not library.exists() or library.stat().st_mtime < source.stat().st_mtime
 
 
+def library_path(override_env: str, source: Path, library: Path, build: Callable[[], Path]) -> Path:
+    """The library to load: the one ``$override_env`` names if set (a sanitizer build),
+    else ``library``, built first when it is missing or older than ``source``."""
+    override = os.environ.get(override_env)
+    if override:
+        return Path(override)
+    return build() if is_stale(source, library) else library
+
+
 def build_command(build: Callable[[], Path], unavailable: type[Exception]) -> int:
     """What ``python -m <module>`` runs for a module with a C library (``make`` does):
     build it, print where; on ``unavailable``, one line and exit status 2."""

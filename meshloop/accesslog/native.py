@@ -15,14 +15,13 @@ default ``cc``); :class:`NativeDecoderUnavailable` says why when neither works.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
-from meshloop.cbuild import CBuildError, build_command, compile_shared, is_stale
+from meshloop.cbuild import CBuildError, build_command, compile_shared, library_path
 
 __all__ = [
     "NUMERIC", "STRINGS", "NativeDecodeError", "NativeDecoderUnavailable", "decode_columns",
@@ -179,11 +178,7 @@ def _load() -> _Library:
     global _library
     with _lock:
         if _library is None:
-            override = os.environ.get(LIBRARY_ENV)
-            if override:
-                _library = _Library(Path(override))
-            else:
-                _library = _Library(build() if is_stale(SOURCE, LIBRARY) else LIBRARY)
+            _library = _Library(library_path(LIBRARY_ENV, SOURCE, LIBRARY, build))
         return _library
 
 

@@ -21,7 +21,6 @@ column (the caller falls back to ``Python()``); a column with nulls is declared
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from meshloop.cbuild import CBuildError, build_command, compile_shared, is_stale
+from meshloop.cbuild import CBuildError, build_command, compile_shared, library_path
 
 __all__ = ["NativeFormatUnavailable", "build", "native_block", "native_block_parts"]
 
@@ -64,9 +63,7 @@ def _load() -> ctypes.CDLL:
     global _library
     with _lock:
         if _library is None:
-            override = os.environ.get(LIBRARY_ENV)
-            path = Path(override) if override else build() if is_stale(SOURCE, LIBRARY) else LIBRARY
-            library = ctypes.CDLL(str(path))
+            library = ctypes.CDLL(str(library_path(LIBRARY_ENV, SOURCE, LIBRARY, build)))
             library.ml_native_string_views.restype = _I
             library.ml_native_string_views.argtypes = [_P, _P, _P, _I, _I, ctypes.c_char_p]
             library.ml_native_string_offsets.restype = _I
